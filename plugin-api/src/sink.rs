@@ -1,0 +1,88 @@
+//! [`OutputSink`]: where translated audio and captions go.
+
+use serde::de::DeserializeOwned;
+
+use crate::{AudioBlock, AudioFormat, Host, PluginError, TextEvent};
+
+/// A plugin that receives audio blocks and text events: a recorder, a caption writer, a
+/// loudspeaker, a streaming platform.
+///
+/// The host runs every sink instance on **its own thread** behind a bounded lane: a sink that
+/// is slow only loses its own oldest audio (the host counts it), never stalls a session or
+/// another sink. Within one instance, calls are sequential and in order.
+///
+/// # Lifecycle
+///
+/// `new` → `format` → `start` → (`on_audio` | `on_text`)* → `flush`* → `stop` → drop.
+/// Panics are caught and reported as `panicked`; the instance is not called again.
+pub trait OutputSink: Sized + Send + 'static {
+    /// Stable reverse-DNS id, lower case. `tolk.` is reserved for built-ins.
+    const ID: &'static str;
+    /// Display name.
+    const NAME: &'static str;
+    /// The plugin's version; write `env!("CARGO_PKG_VERSION")`.
+    const VERSION: &'static str;
+    /// One-line description for `tolk plugins list`.
+    const DESCRIPTION: &'static str = "";
+    /// A config table body (TOML) this plugin accepts. `{lang}` in a value makes the host
+    /// create one instance per target language.
+    const EXAMPLE_CONFIG: &'static str = "";
+
+    /// The plugin's own config table (`[sink.config]`); use `#[serde(deny_unknown_fields)]`.
+    type Config: DeserializeOwned;
+
+    /// Creates the sink from its config. Open or check files here so that a bad path fails at
+    /// `tolk check`.
+    ///
+    /// `[control]` may block ≤ 2 s.
+    fn new(config: Self::Config, host: &Host) -> Result<Self, PluginError>;
+
+    /// The audio format this sink wants, or `None` for a text-only sink (which then receives
+    /// no `on_audio` calls). The host converts to it (rate, channels, sample encoding).
+    ///
+    /// `[control]` must not block.
+    fn format(&self) -> Option<AudioFormat> {
+        None
+    }
+
+    /// Called once before the first block or event.
+    ///
+    /// `[sink thread]` may block ≤ 2 s.
+    fn start(&mut self) -> Result<(), PluginError> {
+        Ok(())
+    }
+
+    /// One block of audio, in the format returned by [`format`](Self::format). Blocks may
+    /// have any length, including 0 frames, and arrive in stream order.
+    ///
+    /// `[sink thread]` should return quickly: time spent here delays only this sink, but once
+    /// its lane is full its oldest audio is dropped.
+    fn on_audio(&mut self, block: &AudioBlock<'_>) -> Result<(), PluginError> {
+        let _ = block;
+        Ok(())
+    }
+
+    /// A caption or transcript update.
+    ///
+    /// `[sink thread]` should return quickly.
+    fn on_text(&mut self, event: &TextEvent<'_>) -> Result<(), PluginError> {
+        let _ = event;
+        Ok(())
+    }
+
+    /// Make everything received so far durable (flush files, update headers). Called
+    /// periodically and before `stop`.
+    ///
+    /// `[sink thread]` may block ≤ 2 s.
+    fn flush(&mut self) -> Result<(), PluginError> {
+        Ok(())
+    }
+
+    /// The stream is over: finish files so they are complete and valid.
+    ///
+    /// `[sink thread]` may block ≤ 2 s. Drop may follow without `stop` after a failure, so
+    /// keep files valid at every `flush` too.
+    fn stop(&mut self) -> Result<(), PluginError> {
+        Ok(())
+    }
+}
