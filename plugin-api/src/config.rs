@@ -15,9 +15,7 @@ use crate::PluginError;
 /// The export macro calls this for you; it is public so plugin tests can check their configs.
 pub fn parse_config<C: DeserializeOwned>(text: &str) -> Result<C, PluginError> {
     let de = toml::de::Deserializer::parse(text).map_err(|e| {
-        let line = e
-            .span()
-            .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+        let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
         PluginError::config(match line {
             Some(line) => format!("invalid TOML at line {line}: {}", e.message().trim()),
             None => format!("invalid TOML: {}", e.message().trim()),
@@ -30,9 +28,9 @@ pub fn parse_config<C: DeserializeOwned>(text: &str) -> Result<C, PluginError> {
     })
 }
 
-/// One line `key.path: what is wrong`, turning serde's unknown-field wording into one that
+/// One line `key.path: what is wrong` from a serde error at `path`, turning serde's unknown-field wording into one that
 /// names the key itself.
-pub(crate) fn describe(path: &str, message: &str) -> String {
+pub fn describe(path: &str, message: &str) -> String {
     let message = message.trim();
     if let Some(rest) = message.strip_prefix("unknown field `")
         && let Some((key, expected)) = rest.split_once('`')
@@ -54,11 +52,7 @@ pub(crate) fn describe(path: &str, message: &str) -> String {
         return format!("{}: missing required key", join_key(path, key));
     }
     let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
-    if path.is_empty() {
-        message
-    } else {
-        format!("{path}: {message}")
-    }
+    if path.is_empty() { message } else { format!("{path}: {message}") }
 }
 
 /// `path.key`, unless serde_path_to_error already ended the path with the key.
@@ -104,15 +98,9 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         let e = parse_config::<Tone>("frequency_hz = 1.0\nfreq = 2").unwrap_err();
-        assert_eq!(
-            e.message(),
-            "freq: unknown key (expected one of: frequency_hz, amplitude, inner)"
-        );
+        assert_eq!(e.message(), "freq: unknown key (expected one of: frequency_hz, amplitude, inner)");
         let e = parse_config::<Tone>("frequency_hz = \"x\"").unwrap_err();
-        assert_eq!(
-            e.message(),
-            "frequency_hz: invalid type: string \"x\", expected f32"
-        );
+        assert_eq!(e.message(), "frequency_hz: invalid type: string \"x\", expected f32");
         let e = parse_config::<Tone>("amplitude = 1.0").unwrap_err();
         assert_eq!(e.message(), "frequency_hz: missing required key");
         let e = parse_config::<Tone>("frequency_hz = 1.0\n[inner]\nlevel = 300").unwrap_err();
@@ -120,11 +108,7 @@ mod tests {
         let e = parse_config::<Tone>("frequency_hz = 1.0\n[inner]\nlvl = 3").unwrap_err();
         assert_eq!(e.message(), "inner.lvl: unknown key (expected level)");
         let e = parse_config::<Tone>("frequency_hz = = 1").unwrap_err();
-        assert!(
-            e.message().starts_with("invalid TOML at line 1"),
-            "{}",
-            e.message()
-        );
+        assert!(e.message().starts_with("invalid TOML at line 1"), "{}", e.message());
         assert!(!e.message().contains('\n'));
     }
 }

@@ -24,9 +24,7 @@ pub struct Host {
 impl Host {
     #[doc(hidden)]
     pub fn from_ffi(inner: HostBox) -> Self {
-        Host {
-            inner: Arc::new(inner),
-        }
+        Host { inner: Arc::new(inner) }
     }
 
     /// Writes a line to tolk's log, tagged with this instance. Plugins must not install a
@@ -66,11 +64,7 @@ impl Host {
     /// directory of the config file that named them, as a user expects.
     pub fn resolve_path(&self, path: impl AsRef<Path>) -> PathBuf {
         let path = path.as_ref();
-        if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            PathBuf::from(self.inner.config_dir().as_str()).join(path)
-        }
+        if path.is_absolute() { path.to_path_buf() } else { PathBuf::from(self.inner.config_dir().as_str()).join(path) }
     }
 }
 
@@ -88,10 +82,7 @@ pub struct AudioWriter {
 impl AudioWriter {
     #[doc(hidden)]
     pub fn from_ffi(inner: WriterBox, format: AudioFormat) -> Self {
-        AudioWriter {
-            inner: Arc::new(inner),
-            format,
-        }
+        AudioWriter { inner: Arc::new(inner), format }
     }
 
     /// The format the host expects: the one the source declared in `format()`.
@@ -135,8 +126,7 @@ impl AudioWriter {
     ///
     /// `[source thread]` blocks up to `timeout`.
     pub fn wait_writable(&self, timeout: Duration) -> bool {
-        self.inner
-            .wait_writable(timeout.as_millis().min(u128::from(u64::MAX)) as u64)
+        self.inner.wait_writable(timeout.as_millis().min(u128::from(u64::MAX)) as u64)
     }
 
     /// True once the host no longer wants audio (the run is stopping); the source should wind

@@ -68,8 +68,8 @@ pub use prompt::PromptProvider;
 pub use sink::OutputSink;
 pub use source::AudioSource;
 pub use types::{
-    AudioBlock, AudioFormat, Descriptor, ErrorKind, LogLevel, PluginError, PluginKind, Prompt,
-    PromptRequest, SampleFormat, Samples, TextEvent, TextRole,
+    AudioBlock, AudioFormat, Descriptor, ErrorKind, LogLevel, PluginError, PluginKind, Prompt, PromptRequest,
+    SampleFormat, Samples, TextEvent, TextRole,
 };
 
 /// Re-exported so plugin configs can `#[derive(Deserialize)]` without their own serde line
@@ -87,8 +87,8 @@ pub const API_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub mod prelude {
     pub use crate::serde::Deserialize;
     pub use crate::{
-        AudioBlock, AudioFormat, AudioSource, AudioWriter, Host, LogLevel, OutputSink, PluginError,
-        Prompt, PromptProvider, PromptRequest, SampleFormat, Samples, TextEvent, TextRole,
+        AudioBlock, AudioFormat, AudioSource, AudioWriter, Host, LogLevel, OutputSink, PluginError, Prompt,
+        PromptProvider, PromptRequest, SampleFormat, Samples, TextEvent, TextRole,
     };
 }
 
@@ -128,8 +128,7 @@ pub const fn is_valid_id(id: &str) -> bool {
 pub mod __private {
     pub use crate::export::check_ids;
     pub use crate::ffi::adapters::{
-        Exports, lib_header, new_prompt, new_sink, new_source, prompt_descriptor, sink_descriptor,
-        source_descriptor,
+        Exports, lib_header, new_prompt, new_sink, new_source, prompt_descriptor, sink_descriptor, source_descriptor,
     };
     pub use crate::ffi::header::PluginHeader;
     pub use crate::ffi::{HostBox, PromptBox, SinkBox, SourceBox};
@@ -152,18 +151,9 @@ mod tests {
         for good in ["tolk.wav", "com.acme.ndi-in", "a.b", "x1.y2.z3"] {
             assert!(is_valid_id(good), "{good}");
         }
-        for bad in [
-            "",
-            "wav",
-            "Tolk.wav",
-            "tolk..wav",
-            ".tolk",
-            "tolk.",
-            "tolk.-x",
-            "tolk.x-",
-            "tolk wav",
-            "tolk_wav.x",
-        ] {
+        for bad in
+            ["", "wav", "Tolk.wav", "tolk..wav", ".tolk", "tolk.", "tolk.-x", "tolk.x-", "tolk wav", "tolk_wav.x"]
+        {
             assert!(!is_valid_id(bad), "{bad}");
         }
     }

@@ -54,11 +54,7 @@ impl AudioFormat {
 
     /// A format with the given rate, channel count and sample encoding.
     pub const fn new(sample_rate: u32, channels: u16, sample: SampleFormat) -> Self {
-        AudioFormat {
-            sample_rate,
-            channels,
-            sample,
-        }
+        AudioFormat { sample_rate, channels, sample }
     }
 
     /// Checks that the rate and channel count are usable (rate 1 kHz – 768 kHz, 1 – 64 channels).
@@ -70,10 +66,7 @@ impl AudioFormat {
             )));
         }
         if !(1..=64).contains(&self.channels) {
-            return Err(PluginError::unsupported(format!(
-                "{} channels is outside 1..=64",
-                self.channels
-            )));
+            return Err(PluginError::unsupported(format!("{} channels is outside 1..=64", self.channels)));
         }
         Ok(())
     }
@@ -81,11 +74,7 @@ impl AudioFormat {
 
 impl fmt::Display for AudioFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} Hz, {} ch, {}",
-            self.sample_rate, self.channels, self.sample
-        )
+        write!(f, "{} Hz, {} ch, {}", self.sample_rate, self.channels, self.sample)
     }
 }
 
@@ -140,27 +129,13 @@ pub struct AudioBlock<'a> {
 impl<'a> AudioBlock<'a> {
     /// A block of `samples` in `format`, whose first frame is frame number `frame_offset` of
     /// its stream, carrying speech in `language` (a BCP-47 tag such as `es`, or empty).
-    pub fn new(
-        format: AudioFormat,
-        samples: Samples<'a>,
-        frame_offset: u64,
-        language: &'a str,
-    ) -> Self {
+    pub fn new(format: AudioFormat, samples: Samples<'a>, frame_offset: u64, language: &'a str) -> Self {
         let (i16_samples, f32_samples) = match samples {
             Samples::I16(s) => (RSlice::from_slice(s), RSlice::empty()),
             Samples::F32(s) => (RSlice::empty(), RSlice::from_slice(s)),
         };
-        let format = AudioFormat {
-            sample: samples.sample_format(),
-            ..format
-        };
-        AudioBlock {
-            format,
-            i16_samples,
-            f32_samples,
-            frame_offset,
-            language: RStr::from_str(language),
-        }
+        let format = AudioFormat { sample: samples.sample_format(), ..format };
+        AudioBlock { format, i16_samples, f32_samples, frame_offset, language: RStr::from_str(language) }
     }
 
     /// The stream's format; `format().sample` matches [`samples`](Self::samples).
@@ -427,15 +402,9 @@ impl PluginError {
     /// An error of `kind`. Line breaks in `message` are folded so it stays one line.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         let message: String = message.into();
-        let message = if message.contains('\n') {
-            message.split_whitespace().collect::<Vec<_>>().join(" ")
-        } else {
-            message
-        };
-        PluginError {
-            kind,
-            message: message.into(),
-        }
+        let message =
+            if message.contains('\n') { message.split_whitespace().collect::<Vec<_>>().join(" ") } else { message };
+        PluginError { kind, message: message.into() }
     }
     /// A configuration error; start the message with the key, e.g. `"path: file not found"`.
     pub fn config(message: impl Into<String>) -> Self {
@@ -541,10 +510,7 @@ pub struct Prompt {
 impl Prompt {
     /// Instructions only.
     pub fn new(instructions: impl Into<String>) -> Self {
-        Prompt {
-            instructions: RString::from(instructions.into()),
-            transcription_hint: RString::new(),
-        }
+        Prompt { instructions: RString::from(instructions.into()), transcription_hint: RString::new() }
     }
     /// Adds a hint for the input transcription (vocabulary, names).
     pub fn with_transcription_hint(mut self, hint: impl Into<String>) -> Self {

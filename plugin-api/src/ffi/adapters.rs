@@ -18,13 +18,12 @@ use abi_stable::{
 };
 
 use super::{
-    FfiPrompt, FfiPrompt_TO, FfiSink, FfiSink_TO, FfiSource, FfiSource_TO, HostBox, PluginLib,
-    PluginLibRef, PromptBox, SinkBox, SourceBox, WriterBox,
+    FfiPrompt, FfiPrompt_TO, FfiSink, FfiSink_TO, FfiSource, FfiSource_TO, HostBox, PluginLib, PluginLibRef, PromptBox,
+    SinkBox, SourceBox, WriterBox,
 };
 use crate::{
-    AudioBlock, AudioFormat, AudioSource, AudioWriter, Descriptor, ErrorKind, Host, OutputSink,
-    PluginError, PluginKind, Prompt, PromptProvider, PromptRequest, TextEvent,
-    config::parse_config,
+    AudioBlock, AudioFormat, AudioSource, AudioWriter, Descriptor, ErrorKind, Host, OutputSink, PluginError,
+    PluginKind, Prompt, PromptProvider, PromptRequest, TextEvent, config::parse_config,
 };
 
 /// Text of a panic payload (`&str` or `String`), or a placeholder.
@@ -43,10 +42,9 @@ pub fn guard<T>(what: &str, f: impl FnOnce() -> Result<T, PluginError>) -> RResu
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => ROk(v),
         Ok(Err(e)) => RErr(e),
-        Err(payload) => RErr(PluginError::new(
-            ErrorKind::PANICKED,
-            format!("panicked in {what}: {}", panic_message(&*payload)),
-        )),
+        Err(payload) => {
+            RErr(PluginError::new(ErrorKind::PANICKED, format!("panicked in {what}: {}", panic_message(&*payload))))
+        }
     }
 }
 
@@ -58,22 +56,12 @@ struct Guarded<T> {
 
 impl<T> Guarded<T> {
     fn new(value: T) -> Self {
-        Guarded {
-            inner: Some(value),
-            poisoned: None,
-        }
+        Guarded { inner: Some(value), poisoned: None }
     }
 
-    fn call<R>(
-        &mut self,
-        what: &str,
-        f: impl FnOnce(&mut T) -> Result<R, PluginError>,
-    ) -> RResult<R, PluginError> {
+    fn call<R>(&mut self, what: &str, f: impl FnOnce(&mut T) -> Result<R, PluginError>) -> RResult<R, PluginError> {
         if let Some(p) = &self.poisoned {
-            return RErr(PluginError::new(
-                ErrorKind::POISONED,
-                format!("poisoned by an earlier panic: {p}"),
-            ));
+            return RErr(PluginError::new(ErrorKind::POISONED, format!("poisoned by an earlier panic: {p}")));
         }
         let Some(inner) = self.inner.as_mut() else {
             return RErr(PluginError::new(ErrorKind::POISONED, "instance is gone"));
@@ -87,16 +75,9 @@ impl<T> Guarded<T> {
         out
     }
 
-    fn call_ref<R>(
-        &self,
-        what: &str,
-        f: impl FnOnce(&T) -> Result<R, PluginError>,
-    ) -> RResult<R, PluginError> {
+    fn call_ref<R>(&self, what: &str, f: impl FnOnce(&T) -> Result<R, PluginError>) -> RResult<R, PluginError> {
         if let Some(p) = &self.poisoned {
-            return RErr(PluginError::new(
-                ErrorKind::POISONED,
-                format!("poisoned by an earlier panic: {p}"),
-            ));
+            return RErr(PluginError::new(ErrorKind::POISONED, format!("poisoned by an earlier panic: {p}")));
         }
         match self.inner.as_ref() {
             Some(inner) => guard(what, || f(inner)),
@@ -168,72 +149,36 @@ impl<T: OutputSink> FfiSink for SinkAdapter<T> {
 pub fn new_source<T: AudioSource>(config: &str, host: HostBox) -> Result<SourceBox, PluginError> {
     let config = parse_config::<T::Config>(config)?;
     let value = T::new(config, &Host::from_ffi(host))?;
-    Ok(FfiSource_TO::from_value(
-        SourceAdapter(Guarded::new(value)),
-        TD_Opaque,
-    ))
+    Ok(FfiSource_TO::from_value(SourceAdapter(Guarded::new(value)), TD_Opaque))
 }
 
 /// Builds a prompt provider of type `T` from config text.
-pub fn new_prompt<T: PromptProvider>(
-    config: &str,
-    host: HostBox,
-) -> Result<PromptBox, PluginError> {
+pub fn new_prompt<T: PromptProvider>(config: &str, host: HostBox) -> Result<PromptBox, PluginError> {
     let config = parse_config::<T::Config>(config)?;
     let value = T::new(config, &Host::from_ffi(host))?;
-    Ok(FfiPrompt_TO::from_value(
-        PromptAdapter(Guarded::new(value)),
-        TD_Opaque,
-    ))
+    Ok(FfiPrompt_TO::from_value(PromptAdapter(Guarded::new(value)), TD_Opaque))
 }
 
 /// Builds a sink of type `T` from config text.
 pub fn new_sink<T: OutputSink>(config: &str, host: HostBox) -> Result<SinkBox, PluginError> {
     let config = parse_config::<T::Config>(config)?;
     let value = T::new(config, &Host::from_ffi(host))?;
-    Ok(FfiSink_TO::from_value(
-        SinkAdapter(Guarded::new(value)),
-        TD_Opaque,
-    ))
+    Ok(FfiSink_TO::from_value(SinkAdapter(Guarded::new(value)), TD_Opaque))
 }
 
 /// The descriptor of a source type.
 pub fn source_descriptor<T: AudioSource>() -> Descriptor {
-    Descriptor::new(
-        T::ID,
-        PluginKind::Source,
-        T::NAME,
-        T::VERSION,
-        T::DESCRIPTION,
-        T::EXAMPLE_CONFIG,
-        &[],
-    )
+    Descriptor::new(T::ID, PluginKind::Source, T::NAME, T::VERSION, T::DESCRIPTION, T::EXAMPLE_CONFIG, &[])
 }
 
 /// The descriptor of a prompt provider type.
 pub fn prompt_descriptor<T: PromptProvider>() -> Descriptor {
-    Descriptor::new(
-        T::ID,
-        PluginKind::Prompt,
-        T::NAME,
-        T::VERSION,
-        T::DESCRIPTION,
-        T::EXAMPLE_CONFIG,
-        &[],
-    )
+    Descriptor::new(T::ID, PluginKind::Prompt, T::NAME, T::VERSION, T::DESCRIPTION, T::EXAMPLE_CONFIG, &[])
 }
 
 /// The descriptor of a sink type.
 pub fn sink_descriptor<T: OutputSink>() -> Descriptor {
-    Descriptor::new(
-        T::ID,
-        PluginKind::Sink,
-        T::NAME,
-        T::VERSION,
-        T::DESCRIPTION,
-        T::EXAMPLE_CONFIG,
-        &[],
-    )
+    Descriptor::new(T::ID, PluginKind::Sink, T::NAME, T::VERSION, T::DESCRIPTION, T::EXAMPLE_CONFIG, &[])
 }
 
 /// What the export macro implements for a library: the list of its plugins and a dispatch
@@ -250,10 +195,7 @@ pub trait Exports: 'static {
 }
 
 fn unknown(kind: PluginKind, id: &str) -> PluginError {
-    PluginError::new(
-        ErrorKind::UNKNOWN_PLUGIN,
-        format!("this library has no {kind} with id \"{id}\""),
-    )
+    PluginError::new(ErrorKind::UNKNOWN_PLUGIN, format!("this library has no {kind} with id \"{id}\""))
 }
 
 extern "C" fn ffi_descriptors<E: Exports>() -> RResult<RVec<Descriptor>, PluginError> {
@@ -282,14 +224,9 @@ extern "C" fn ffi_new_prompt<E: Exports>(
     })
 }
 
-extern "C" fn ffi_new_sink<E: Exports>(
-    id: RStr<'_>,
-    config: RStr<'_>,
-    host: HostBox,
-) -> RResult<SinkBox, PluginError> {
+extern "C" fn ffi_new_sink<E: Exports>(id: RStr<'_>, config: RStr<'_>, host: HostBox) -> RResult<SinkBox, PluginError> {
     guard("new", || {
-        E::new_sink(id.as_str(), config.as_str(), host)
-            .unwrap_or_else(|| Err(unknown(PluginKind::Sink, id.as_str())))
+        E::new_sink(id.as_str(), config.as_str(), host).unwrap_or_else(|| Err(unknown(PluginKind::Sink, id.as_str())))
     })
 }
 
@@ -327,10 +264,7 @@ mod tests {
 
     #[test]
     fn root_module_symbol_matches_abi_stable() {
-        assert_eq!(
-            ROOT_MODULE_SYMBOL,
-            abi_stable::library::ROOT_MODULE_LOADER_NAME
-        );
+        assert_eq!(ROOT_MODULE_SYMBOL, abi_stable::library::ROOT_MODULE_LOADER_NAME);
     }
 
     #[test]

@@ -34,22 +34,12 @@ pub struct PluginHeader {
 impl PluginHeader {
     /// The header for a crate built against this plugin-api.
     pub const fn new(crate_name: &str, crate_version: &str) -> Self {
-        Self::with_abi(
-            crate::ABI_MAJOR,
-            crate::ABI_MINOR,
-            crate_name,
-            crate_version,
-        )
+        Self::with_abi(crate::ABI_MAJOR, crate::ABI_MINOR, crate_name, crate_version)
     }
 
     /// A header claiming another ABI version: only for test fixtures that check the
     /// host's refusal.
-    pub const fn with_abi(
-        abi_major: u16,
-        abi_minor: u16,
-        crate_name: &str,
-        crate_version: &str,
-    ) -> Self {
+    pub const fn with_abi(abi_major: u16, abi_minor: u16, crate_name: &str, crate_version: &str) -> Self {
         PluginHeader {
             magic: MAGIC,
             header_size: std::mem::size_of::<PluginHeader>() as u32,

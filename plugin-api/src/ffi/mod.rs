@@ -24,9 +24,7 @@ use abi_stable::{
     std_types::{RArc, RBox, ROption, RResult, RStr, RString, RVec},
 };
 
-use crate::{
-    AudioBlock, AudioFormat, Descriptor, LogLevel, PluginError, Prompt, PromptRequest, TextEvent,
-};
+use crate::{AudioBlock, AudioFormat, Descriptor, LogLevel, PluginError, Prompt, PromptRequest, TextEvent};
 
 /// Host services lent to one plugin instance (implemented by the host).
 #[sabi_trait]
@@ -99,22 +97,10 @@ pub type SinkBox = FfiSink_TO<'static, RBox<()>>;
 pub struct PluginLib {
     pub descriptors: extern "C" fn() -> RResult<RVec<Descriptor>, PluginError>,
     /// (plugin id, config TOML text, host) → instance; the same shape for the three kinds.
-    pub new_source: extern "C" fn(
-        id: RStr<'_>,
-        config: RStr<'_>,
-        host: HostBox,
-    ) -> RResult<SourceBox, PluginError>,
-    pub new_prompt: extern "C" fn(
-        id: RStr<'_>,
-        config: RStr<'_>,
-        host: HostBox,
-    ) -> RResult<PromptBox, PluginError>,
+    pub new_source: extern "C" fn(id: RStr<'_>, config: RStr<'_>, host: HostBox) -> RResult<SourceBox, PluginError>,
+    pub new_prompt: extern "C" fn(id: RStr<'_>, config: RStr<'_>, host: HostBox) -> RResult<PromptBox, PluginError>,
     #[sabi(last_prefix_field)]
-    pub new_sink: extern "C" fn(
-        id: RStr<'_>,
-        config: RStr<'_>,
-        host: HostBox,
-    ) -> RResult<SinkBox, PluginError>,
+    pub new_sink: extern "C" fn(id: RStr<'_>, config: RStr<'_>, host: HostBox) -> RResult<SinkBox, PluginError>,
 }
 
 impl RootModule for PluginLibRef {

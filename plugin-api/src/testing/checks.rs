@@ -7,8 +7,7 @@ use std::{
 };
 
 use crate::{
-    Descriptor, ErrorKind, PluginError, PluginKind, PromptRequest, SampleFormat, TextEvent,
-    TextRole,
+    Descriptor, ErrorKind, PluginError, PluginKind, PromptRequest, SampleFormat, TextEvent, TextRole,
     ffi::{HostBox, PromptBox, SinkBox, SourceBox},
     is_valid_id,
 };
@@ -58,21 +57,13 @@ pub const CHECKS: &[CheckInfo] = &[
         description: "id is lower-case reverse-DNS, name is set, version is semver",
         kinds: ALL,
     },
-    CheckInfo {
-        name: "config-accepted",
-        description: "the given (or example) config creates an instance",
-        kinds: ALL,
-    },
+    CheckInfo { name: "config-accepted", description: "the given (or example) config creates an instance", kinds: ALL },
     CheckInfo {
         name: "unknown-key-rejected",
         description: "an unknown config key is a config error that names the key",
         kinds: ALL,
     },
-    CheckInfo {
-        name: "error-text",
-        description: "errors have one non-empty line of text",
-        kinds: ALL,
-    },
+    CheckInfo { name: "error-text", description: "errors have one non-empty line of text", kinds: ALL },
     CheckInfo {
         name: "format-valid",
         description: "the declared audio format has a usable rate and channel count",
@@ -93,11 +84,7 @@ pub const CHECKS: &[CheckInfo] = &[
         description: "every write holds whole frames in the declared format",
         kinds: SOURCE,
     },
-    CheckInfo {
-        name: "stop-bounded",
-        description: "stop returns within 2 s while audio is flowing",
-        kinds: SOURCE,
-    },
+    CheckInfo { name: "stop-bounded", description: "stop returns within 2 s while audio is flowing", kinds: SOURCE },
     CheckInfo {
         name: "drop-without-stop",
         description: "dropping a started instance returns within 2 s",
@@ -113,11 +100,7 @@ pub const CHECKS: &[CheckInfo] = &[
         description: "blocks of 0, 1 and odd sizes and non-finite samples are accepted",
         kinds: SINK,
     },
-    CheckInfo {
-        name: "text-events",
-        description: "caption deltas and finals of both roles are accepted",
-        kinds: SINK,
-    },
+    CheckInfo { name: "text-events", description: "caption deltas and finals of both roles are accepted", kinds: SINK },
     CheckInfo {
         name: "audio-call-budget",
         description: "on_audio returns within 5 ms (median) for 20 ms blocks",
@@ -135,47 +118,41 @@ pub const CHECKS: &[CheckInfo] = &[
     },
 ];
 
-/// Which checks to run.
+/// Which checks to run, and how.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     /// Names of checks to skip (reported as `skip`).
     pub skip: Vec<String>,
+    /// The directory relative config paths resolve against (`Host::resolve_path`); the
+    /// current directory when `None`.
+    pub config_dir: Option<std::path::PathBuf>,
 }
 
 /// Runs every applicable check on one plugin and collects a report.
-pub fn run_checks(
-    descriptor: &Descriptor,
-    config: &str,
-    factory: &dyn Factory,
-    options: &Options,
-) -> Report {
+pub fn run_checks(descriptor: &Descriptor, config: &str, factory: &dyn Factory, options: &Options) -> Report {
     let plugin = format!("{} {}", descriptor.kind(), descriptor.id());
     let mut report = Report::default();
-    for check in CHECKS
-        .iter()
-        .filter(|c| c.kinds.contains(&descriptor.kind()))
-    {
+    for check in CHECKS.iter().filter(|c| c.kinds.contains(&descriptor.kind())) {
         let outcome = if options.skip.iter().any(|s| s == check.name) {
             Outcome::Skip("skipped by configuration".into())
         } else {
-            run_check(check.name, descriptor, config, factory)
+            run_check(check.name, descriptor, config, factory, options)
         };
-        report.results.push(CheckResult {
-            plugin: plugin.clone(),
-            check: check.name.into(),
-            outcome,
-        });
+        report.results.push(CheckResult { plugin: plugin.clone(), check: check.name.into(), outcome });
     }
     report
 }
 
-fn host() -> HostBox {
-    TestHost::new().into_ffi()
+fn host(options: &Options) -> HostBox {
+    match &options.config_dir {
+        Some(dir) => TestHost::new().with_config_dir(dir).into_ffi(),
+        None => TestHost::new().into_ffi(),
+    }
 }
 
-fn create(factory: &dyn Factory, config: &str) -> Result<Instance, Outcome> {
+fn create(factory: &dyn Factory, config: &str, options: &Options) -> Result<Instance, Outcome> {
     factory
-        .create(config, host())
+        .create(config, host(options))
         .map_err(|e| Outcome::Fail(format!("creating an instance failed ({}): {e}", e.kind())))
 }
 
@@ -194,29 +171,25 @@ pub fn run_check(
     descriptor: &Descriptor,
     config: &str,
     factory: &dyn Factory,
+    options: &Options,
 ) -> Outcome {
+    let o = options;
     match name {
         "descriptor-valid" => descriptor_valid(descriptor),
-        "config-accepted" => match create(factory, config) {
+        "config-accepted" => match create(factory, config, o) {
             Ok(_) => Outcome::Pass,
             Err(o) => o,
         },
-        "unknown-key-rejected" => unknown_key(factory, config, false),
-        "error-text" => unknown_key(factory, config, true),
-        "format-valid" => match create(factory, config) {
+        "unknown-key-rejected" => unknown_key(factory, config, o, false),
+        "error-text" => unknown_key(factory, config, o, true),
+        "format-valid" => match create(factory, config, o) {
             Ok(Instance::Source(s)) => match s.format().into_result() {
-                Ok(f) => f
-                    .validate()
-                    .map(|_| Outcome::Pass)
-                    .unwrap_or_else(|e| Outcome::Fail(e.to_string())),
+                Ok(f) => f.validate().map(|_| Outcome::Pass).unwrap_or_else(|e| Outcome::Fail(e.to_string())),
                 Err(e) => Outcome::Fail(format!("format failed: {e}")),
             },
             Ok(Instance::Sink(s)) => match s.format().into_result() {
                 Ok(f) => match f.into_option() {
-                    Some(f) => f
-                        .validate()
-                        .map(|_| Outcome::Pass)
-                        .unwrap_or_else(|e| Outcome::Fail(e.to_string())),
+                    Some(f) => f.validate().map(|_| Outcome::Pass).unwrap_or_else(|e| Outcome::Fail(e.to_string())),
                     None => Outcome::Pass,
                 },
                 Err(e) => Outcome::Fail(format!("format failed: {e}")),
@@ -224,7 +197,7 @@ pub fn run_check(
             Ok(Instance::Prompt(_)) => Outcome::Skip("not an audio plugin".into()),
             Err(o) => o,
         },
-        "stop-without-start" => match create(factory, config) {
+        "stop-without-start" => match create(factory, config, o) {
             Ok(Instance::Source(mut s)) => {
                 tri!(s.stop(), "stop");
                 bounded_drop(s)
@@ -236,55 +209,39 @@ pub fn run_check(
             Ok(Instance::Prompt(_)) => Outcome::Skip("not an audio plugin".into()),
             Err(o) => o,
         },
-        "start-stop-restart" => with_source(factory, config, start_stop_restart),
-        "whole-frames" => with_source(factory, config, whole_frames),
-        "stop-bounded" => with_source(factory, config, stop_bounded),
-        "drop-without-stop" => with_source(factory, config, |mut s| {
+        "start-stop-restart" => with_source(factory, config, o, start_stop_restart),
+        "whole-frames" => with_source(factory, config, o, whole_frames),
+        "stop-bounded" => with_source(factory, config, o, stop_bounded),
+        "drop-without-stop" => with_source(factory, config, o, |mut s| {
             let w = CollectingWriter::new();
             tri!(s.start(w.to_ffi()), "start");
             w.wait_for(1, Duration::from_millis(300));
             bounded_drop(s)
         }),
-        "full-writer" => with_source(factory, config, full_writer),
-        "odd-blocks" => with_sink(factory, config, odd_blocks),
-        "text-events" => with_sink(factory, config, text_events),
-        "audio-call-budget" => with_sink(factory, config, audio_budget),
-        "prompt-answers" => match create(factory, config) {
+        "full-writer" => with_source(factory, config, o, full_writer),
+        "odd-blocks" => with_sink(factory, config, o, odd_blocks),
+        "text-events" => with_sink(factory, config, o, text_events),
+        "audio-call-budget" => with_sink(factory, config, o, audio_budget),
+        "prompt-answers" => match create(factory, config, o) {
             Ok(Instance::Prompt(mut p)) => prompt_answers(&mut p),
             Ok(_) => Outcome::Skip("not a prompt provider".into()),
             Err(o) => o,
         },
-        "other-thread" => other_thread(factory, config),
+        "other-thread" => other_thread(factory, config, o),
         other => Outcome::Skip(format!("no check called {other:?}")),
     }
 }
 
 fn descriptor_valid(d: &Descriptor) -> Outcome {
     if !is_valid_id(d.id()) {
-        return Outcome::Fail(format!(
-            "id {:?} is not a lower-case reverse-DNS name",
-            d.id()
-        ));
+        return Outcome::Fail(format!("id {:?} is not a lower-case reverse-DNS name", d.id()));
     }
     if d.name().trim().is_empty() {
         return Outcome::Fail("name is empty".into());
     }
-    let parts: Vec<&str> = d
-        .version()
-        .split(['-', '+'])
-        .next()
-        .unwrap_or("")
-        .split('.')
-        .collect();
-    if parts.len() != 3
-        || parts
-            .iter()
-            .any(|p| p.is_empty() || p.parse::<u64>().is_err())
-    {
-        return Outcome::Fail(format!(
-            "version {:?} is not semver (MAJOR.MINOR.PATCH)",
-            d.version()
-        ));
+    let parts: Vec<&str> = d.version().split(['-', '+']).next().unwrap_or("").split('.').collect();
+    if parts.len() != 3 || parts.iter().any(|p| p.is_empty() || p.parse::<u64>().is_err()) {
+        return Outcome::Fail(format!("version {:?} is not semver (MAJOR.MINOR.PATCH)", d.version()));
     }
     if d.description().contains('\n') {
         return Outcome::Warn("description spans several lines".into());
@@ -294,17 +251,15 @@ fn descriptor_valid(d: &Descriptor) -> Outcome {
 
 const BOGUS_KEY: &str = "tolk_conformance_bogus_key";
 
-fn unknown_key(factory: &dyn Factory, config: &str, text_only: bool) -> Outcome {
+fn unknown_key(factory: &dyn Factory, config: &str, options: &Options, text_only: bool) -> Outcome {
     // Put the key first so it lands in the plugin's own table, not in a sub-table.
     let bad = format!("{BOGUS_KEY} = 1\n{config}");
-    match factory.create(&bad, host()) {
+    match factory.create(&bad, host(options)) {
         Ok(_) => {
             if text_only {
                 Outcome::Skip("no error to look at: the unknown key was accepted".into())
             } else {
-                Outcome::Fail(format!(
-                    "accepted the unknown key `{BOGUS_KEY}`; use #[serde(deny_unknown_fields)]"
-                ))
+                Outcome::Fail(format!("accepted the unknown key `{BOGUS_KEY}`; use #[serde(deny_unknown_fields)]"))
             }
         }
         Err(e) if text_only => {
@@ -317,13 +272,10 @@ fn unknown_key(factory: &dyn Factory, config: &str, text_only: bool) -> Outcome 
                 Outcome::Pass
             }
         }
-        Err(e) if e.kind() != ErrorKind::CONFIG => Outcome::Fail(format!(
-            "the error's kind is {}, expected config: {e}",
-            e.kind()
-        )),
-        Err(e) if !e.message().contains(BOGUS_KEY) => {
-            Outcome::Fail(format!("the error does not name the key: {e}"))
+        Err(e) if e.kind() != ErrorKind::CONFIG => {
+            Outcome::Fail(format!("the error's kind is {}, expected config: {e}", e.kind()))
         }
+        Err(e) if !e.message().contains(BOGUS_KEY) => Outcome::Fail(format!("the error does not name the key: {e}")),
         Err(_) => Outcome::Pass,
     }
 }
@@ -341,20 +293,16 @@ fn bounded_drop<T: Send + 'static>(value: T) -> Outcome {
     }
 }
 
-fn with_source(
-    factory: &dyn Factory,
-    config: &str,
-    f: impl FnOnce(SourceBox) -> Outcome,
-) -> Outcome {
-    match create(factory, config) {
+fn with_source(factory: &dyn Factory, config: &str, o: &Options, f: impl FnOnce(SourceBox) -> Outcome) -> Outcome {
+    match create(factory, config, o) {
         Ok(Instance::Source(s)) => f(s),
         Ok(_) => Outcome::Skip("not a source".into()),
         Err(o) => o,
     }
 }
 
-fn with_sink(factory: &dyn Factory, config: &str, f: impl FnOnce(SinkBox) -> Outcome) -> Outcome {
-    match create(factory, config) {
+fn with_sink(factory: &dyn Factory, config: &str, o: &Options, f: impl FnOnce(SinkBox) -> Outcome) -> Outcome {
+    match create(factory, config, o) {
         Ok(Instance::Sink(s)) => f(s),
         Ok(_) => Outcome::Skip("not a sink".into()),
         Err(o) => o,
@@ -371,15 +319,10 @@ fn start_stop_restart(mut s: SourceBox) -> Outcome {
         w.close();
         tri!(s.stop(), format!("{round} stop"));
         if let Some(e) = got.failed {
-            return Outcome::Fail(format!(
-                "the source reported a failure after the {round} start: {e}"
-            ));
+            return Outcome::Fail(format!("the source reported a failure after the {round} start: {e}"));
         }
         if got.samples.is_empty() && !got.ended {
-            return Outcome::Fail(format!(
-                "no audio within {} s of the {round} start",
-                AUDIO_WAIT.as_secs()
-            ));
+            return Outcome::Fail(format!("no audio within {} s of the {round} start", AUDIO_WAIT.as_secs()));
         }
     }
     Outcome::Pass
@@ -393,10 +336,7 @@ fn whole_frames(mut s: SourceBox) -> Outcome {
     w.close();
     tri!(s.stop(), "stop");
     if got.partial_frames > 0 {
-        return Outcome::Fail(format!(
-            "{} writes held a partial frame",
-            got.partial_frames
-        ));
+        return Outcome::Fail(format!("{} writes held a partial frame", got.partial_frames));
     }
     match got.format {
         Some(f) if f.sample_rate != format.sample_rate || f.channels != format.channels => {
@@ -453,37 +393,17 @@ fn odd_blocks(sink: SinkBox) -> Outcome {
         };
     };
     let ch = usize::from(format.channels);
-    let mut blocks: Vec<Vec<f32>> = vec![
-        vec![],
-        vec![0.25; ch],
-        vec![-0.5; 7 * ch],
-        vec![0.1; 481 * ch],
-    ];
+    let mut blocks: Vec<Vec<f32>> = vec![vec![], vec![0.25; ch], vec![-0.5; 7 * ch], vec![0.1; 481 * ch]];
     if format.sample == SampleFormat::F32 {
         blocks.push(
-            [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 2.0, -2.0]
-                .iter()
-                .copied()
-                .cycle()
-                .take(5 * ch)
-                .collect(),
+            [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 2.0, -2.0].iter().copied().cycle().take(5 * ch).collect(),
         );
     } else {
-        blocks.push(
-            [2.0f32, -2.0, f32::NAN]
-                .iter()
-                .copied()
-                .cycle()
-                .take(3 * ch)
-                .collect(),
-        );
+        blocks.push([2.0f32, -2.0, f32::NAN].iter().copied().cycle().take(3 * ch).collect());
     }
     for (i, b) in blocks.iter().enumerate() {
         if let Err(e) = h.audio(b, "es") {
-            return Outcome::Fail(format!(
-                "on_audio of block {i} ({} frames) failed: {e}",
-                b.len() / ch
-            ));
+            return Outcome::Fail(format!("on_audio of block {i} ({} frames) failed: {e}", b.len() / ch));
         }
     }
     match h.stop() {
@@ -501,15 +421,7 @@ fn text_events(sink: SinkBox) -> Outcome {
         TextEvent::new(TextRole::Source, false, 1, "en", "Good ", 0, 400),
         TextEvent::new(TextRole::Source, true, 1, "en", "Good morning.", 0, 900),
         TextEvent::new(TextRole::Translation, false, 1, "es", "Buenos ", 300, 700),
-        TextEvent::new(
-            TextRole::Translation,
-            true,
-            1,
-            "es",
-            "Buenos días.",
-            300,
-            1400,
-        ),
+        TextEvent::new(TextRole::Translation, true, 1, "es", "Buenos días.", 300, 1400),
         TextEvent::new(TextRole::Translation, true, 2, "es", "", 1500, 1500),
         TextEvent::new(
             TextRole::Translation,
@@ -542,9 +454,7 @@ fn audio_budget(sink: SinkBox) -> Outcome {
         return Outcome::Skip("text-only sink".into());
     };
     let frames = format.sample_rate as usize / 50;
-    let block: Vec<f32> = (0..frames * usize::from(format.channels))
-        .map(|i| ((i as f32) * 0.01).sin() * 0.3)
-        .collect();
+    let block: Vec<f32> = (0..frames * usize::from(format.channels)).map(|i| ((i as f32) * 0.01).sin() * 0.3).collect();
     let mut times = Vec::with_capacity(100);
     for _ in 0..100 {
         let t = Instant::now();
@@ -559,10 +469,7 @@ fn audio_budget(sink: SinkBox) -> Outcome {
     times.sort();
     let median = times[times.len() / 2];
     if median > Duration::from_millis(5) {
-        Outcome::Warn(format!(
-            "median on_audio took {:.2} ms for a 20 ms block",
-            median.as_secs_f64() * 1e3
-        ))
+        Outcome::Warn(format!("median on_audio took {:.2} ms for a 20 ms block", median.as_secs_f64() * 1e3))
     } else {
         Outcome::Pass
     }
@@ -570,10 +477,7 @@ fn audio_budget(sink: SinkBox) -> Outcome {
 
 fn prompt_answers(p: &mut PromptBox) -> Outcome {
     for round in ["first", "second"] {
-        let prompt = tri!(
-            p.prompt(PromptRequest::new("stage:es", "en", "es")),
-            format!("{round} prompt")
-        );
+        let prompt = tri!(p.prompt(PromptRequest::new("stage:es", "en", "es")), format!("{round} prompt"));
         if prompt.instructions().trim().is_empty() {
             return Outcome::Fail(format!("{round} prompt has empty instructions"));
         }
@@ -581,8 +485,8 @@ fn prompt_answers(p: &mut PromptBox) -> Outcome {
     Outcome::Pass
 }
 
-fn other_thread(factory: &dyn Factory, config: &str) -> Outcome {
-    let instance = match create(factory, config) {
+fn other_thread(factory: &dyn Factory, config: &str, o: &Options) -> Outcome {
+    let instance = match create(factory, config, o) {
         Ok(i) => i,
         Err(o) => return o,
     };
@@ -596,7 +500,5 @@ fn other_thread(factory: &dyn Factory, config: &str) -> Outcome {
         let _ = tx.send(outcome);
     });
     rx.recv_timeout(Duration::from_secs(10))
-        .unwrap_or_else(|_| {
-            Outcome::Fail("calls from another thread did not finish within 10 s".into())
-        })
+        .unwrap_or_else(|_| Outcome::Fail("calls from another thread did not finish within 10 s".into()))
 }

@@ -128,11 +128,7 @@ impl CollectingWriter {
     /// Frames captured so far.
     pub fn frames(&self) -> usize {
         let s = self.state.0.lock().unwrap();
-        let ch = s
-            .captured
-            .format
-            .map(|f| usize::from(f.channels.max(1)))
-            .unwrap_or(1);
+        let ch = s.captured.format.map(|f| usize::from(f.channels.max(1))).unwrap_or(1);
         s.captured.samples.len() / ch
     }
 
@@ -148,15 +144,8 @@ impl CollectingWriter {
         let (lock, cv) = &*self.state;
         let mut s = lock.lock().unwrap();
         loop {
-            let ch = s
-                .captured
-                .format
-                .map(|f| usize::from(f.channels.max(1)))
-                .unwrap_or(1);
-            if s.captured.samples.len() / ch >= frames
-                || s.captured.ended
-                || s.captured.failed.is_some()
-            {
+            let ch = s.captured.format.map(|f| usize::from(f.channels.max(1))).unwrap_or(1);
+            if s.captured.samples.len() / ch >= frames || s.captured.ended || s.captured.failed.is_some() {
                 break;
             }
             let now = Instant::now();
@@ -179,7 +168,7 @@ impl FfiWriter for CollectingWriter {
         let format = block.format();
         let ch = usize::from(format.channels.max(1));
         let samples = block.samples();
-        if samples.len() % ch != 0 {
+        if !samples.len().is_multiple_of(ch) {
             s.captured.partial_frames += 1;
         }
         let mut frames = samples.len() / ch;
@@ -196,9 +185,7 @@ impl FfiWriter for CollectingWriter {
                 if first || !s.captured.samples_i16.is_empty() || s.captured.samples.is_empty() {
                     s.captured.samples_i16.extend_from_slice(&x[..n]);
                 }
-                s.captured
-                    .samples
-                    .extend(x[..n].iter().map(|&v| f32::from(v) / 32768.0));
+                s.captured.samples.extend(x[..n].iter().map(|&v| f32::from(v) / 32768.0));
             }
             Samples::F32(x) => {
                 s.captured.samples_i16.clear();
@@ -212,11 +199,7 @@ impl FfiWriter for CollectingWriter {
         let s = self.state.0.lock().unwrap();
         match s.capacity {
             Some(cap) => {
-                let ch = s
-                    .captured
-                    .format
-                    .map(|f| usize::from(f.channels.max(1)))
-                    .unwrap_or(1);
+                let ch = s.captured.format.map(|f| usize::from(f.channels.max(1))).unwrap_or(1);
                 cap.saturating_sub(s.captured.samples.len() / ch) as u64
             }
             None => u64::MAX / 2,
@@ -248,11 +231,7 @@ fn ok<T>(r: RResult<T, PluginError>) -> Result<T, PluginError> {
 
 /// Starts `source`, collects until `max_frames` frames arrived, the stream ended, or `timeout`
 /// passed, then stops it. Returns what was written.
-pub fn run_source(
-    source: &mut SourceBox,
-    max_frames: usize,
-    timeout: Duration,
-) -> Result<Captured, PluginError> {
+pub fn run_source(source: &mut SourceBox, max_frames: usize, timeout: Duration) -> Result<Captured, PluginError> {
     let writer = CollectingWriter::new();
     ok(source.start(writer.to_ffi()))?;
     writer.wait_for(max_frames, timeout);
@@ -276,11 +255,7 @@ impl SinkHarness {
     pub fn start(mut sink: SinkBox) -> Result<Self, PluginError> {
         let format = ok(sink.format())?.into_option();
         ok(sink.start())?;
-        Ok(SinkHarness {
-            sink,
-            format,
-            frames: 0,
-        })
+        Ok(SinkHarness { sink, format, frames: 0 })
     }
 
     /// Sends interleaved float samples, converted to the sink's sample format.
@@ -292,20 +267,12 @@ impl SinkHarness {
         let offset = self.frames;
         self.frames += samples.len() as u64 / ch;
         match format.sample {
-            SampleFormat::F32 => ok(self.sink.on_audio(AudioBlock::new(
-                format,
-                Samples::F32(samples),
-                offset,
-                language,
-            ))),
+            SampleFormat::F32 => {
+                ok(self.sink.on_audio(AudioBlock::new(format, Samples::F32(samples), offset, language)))
+            }
             SampleFormat::I16 => {
                 let ints: Vec<i16> = samples.iter().map(|&x| f32_to_i16(x)).collect();
-                ok(self.sink.on_audio(AudioBlock::new(
-                    format,
-                    Samples::I16(&ints),
-                    offset,
-                    language,
-                )))
+                ok(self.sink.on_audio(AudioBlock::new(format, Samples::I16(&ints), offset, language)))
             }
         }
     }
@@ -331,9 +298,5 @@ impl SinkHarness {
 /// Float to i16 the way the host converts: `x * 32768`, rounded and clipped to the i16 range,
 /// NaN becomes silence. The inverse of `i16 / 32768`, so i16 → f32 → i16 is exact.
 pub fn f32_to_i16(x: f32) -> i16 {
-    if x.is_nan() {
-        0
-    } else {
-        (x * 32768.0).round().clamp(-32768.0, 32767.0) as i16
-    }
+    if x.is_nan() { 0 } else { (x * 32768.0).round().clamp(-32768.0, 32767.0) as i16 }
 }

@@ -118,10 +118,7 @@ impl fmt::Display for Report {
             writeln!(f)?;
         }
         let (p, fl, s, w, c) = self.counts();
-        write!(
-            f,
-            "{p} passed, {fl} failed, {s} skipped, {w} warned, {c} crashed"
-        )
+        write!(f, "{p} passed, {fl} failed, {s} skipped, {w} warned, {c} crashed")
     }
 }
 
@@ -138,37 +135,20 @@ where
 
 /// Runs every check on the source type `T`, with `config` as its config table body.
 pub fn check_source<T: AudioSource>(config: &str) -> Report {
-    let factory =
-        TypeFactory(|c: &str, h| ffi::adapters::new_source::<T>(c, h).map(Instance::Source));
-    run_checks(
-        &ffi::adapters::source_descriptor::<T>(),
-        config,
-        &factory,
-        &Options::default(),
-    )
+    let factory = TypeFactory(|c: &str, h| ffi::adapters::new_source::<T>(c, h).map(Instance::Source));
+    run_checks(&ffi::adapters::source_descriptor::<T>(), config, &factory, &Options::default())
 }
 
 /// Runs every check on the prompt provider type `T`.
 pub fn check_prompt<T: PromptProvider>(config: &str) -> Report {
-    let factory =
-        TypeFactory(|c: &str, h| ffi::adapters::new_prompt::<T>(c, h).map(Instance::Prompt));
-    run_checks(
-        &ffi::adapters::prompt_descriptor::<T>(),
-        config,
-        &factory,
-        &Options::default(),
-    )
+    let factory = TypeFactory(|c: &str, h| ffi::adapters::new_prompt::<T>(c, h).map(Instance::Prompt));
+    run_checks(&ffi::adapters::prompt_descriptor::<T>(), config, &factory, &Options::default())
 }
 
 /// Runs every check on the sink type `T`.
 pub fn check_sink<T: OutputSink>(config: &str) -> Report {
     let factory = TypeFactory(|c: &str, h| ffi::adapters::new_sink::<T>(c, h).map(Instance::Sink));
-    run_checks(
-        &ffi::adapters::sink_descriptor::<T>(),
-        config,
-        &factory,
-        &Options::default(),
-    )
+    run_checks(&ffi::adapters::sink_descriptor::<T>(), config, &factory, &Options::default())
 }
 
 /// Builds a source of type `T` through the ABI adapter, as the host would (config errors and

@@ -39,13 +39,7 @@ pub struct ToneConfig {
 
 impl Default for ToneConfig {
     fn default() -> Self {
-        ToneConfig {
-            frequency_hz: 440.0,
-            amplitude: 0.5,
-            sample_rate: 24_000,
-            duration_ms: 0,
-            realtime: true,
-        }
+        ToneConfig { frequency_hz: 440.0, amplitude: 0.5, sample_rate: 24_000, duration_ms: 0, realtime: true }
     }
 }
 
@@ -65,34 +59,24 @@ impl AudioSource for Tone {
     const NAME: &'static str = "Test tone";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str = "a deterministic sine tone; the template for plugin authors";
-    const EXAMPLE_CONFIG: &'static str =
-        "frequency_hz = 440.0\namplitude = 0.5\nduration_ms = 1000\n";
+    const EXAMPLE_CONFIG: &'static str = "frequency_hz = 440.0\namplitude = 0.5\nduration_ms = 1000\n";
 
     type Config = ToneConfig;
 
     fn new(config: ToneConfig, host: &Host) -> Result<Self, PluginError> {
-        if !(config.frequency_hz > 0.0 && config.frequency_hz < f64::from(config.sample_rate) / 2.0)
-        {
+        if !(config.frequency_hz > 0.0 && config.frequency_hz < f64::from(config.sample_rate) / 2.0) {
             return Err(PluginError::config(format!(
                 "frequency_hz: {} Hz must be above 0 and below half the sample rate",
                 config.frequency_hz
             )));
         }
         if !(0.0..=1.0).contains(&config.amplitude) {
-            return Err(PluginError::config(format!(
-                "amplitude: {} is outside 0.0..=1.0",
-                config.amplitude
-            )));
+            return Err(PluginError::config(format!("amplitude: {} is outside 0.0..=1.0", config.amplitude)));
         }
         AudioFormat::new(config.sample_rate, 1, SampleFormat::I16)
             .validate()
             .map_err(|e| PluginError::config(format!("sample_rate: {e}")))?;
-        Ok(Tone {
-            config,
-            host: host.clone(),
-            stop: Arc::new(AtomicBool::new(false)),
-            thread: None,
-        })
+        Ok(Tone { config, host: host.clone(), stop: Arc::new(AtomicBool::new(false)), thread: None })
     }
 
     fn format(&self) -> AudioFormat {
@@ -105,11 +89,7 @@ impl AudioSource for Tone {
         }
         self.stop.store(false, Ordering::SeqCst);
         let stop = Arc::clone(&self.stop);
-        let (rate, freq, amp) = (
-            self.config.sample_rate,
-            self.config.frequency_hz,
-            self.config.amplitude,
-        );
+        let (rate, freq, amp) = (self.config.sample_rate, self.config.frequency_hz, self.config.amplitude);
         let total = self.config.duration_ms * u64::from(rate) / 1000;
         let realtime = self.config.realtime;
         // Name your threads: panics and logs then say which plugin they came from.
@@ -121,15 +101,8 @@ impl AudioSource for Tone {
                 let started = Instant::now();
                 let mut n: u64 = 0;
                 let mut buf = Vec::with_capacity(block);
-                while !stop.load(Ordering::Relaxed)
-                    && !writer.is_closed()
-                    && (total == 0 || n < total)
-                {
-                    let len = if total == 0 {
-                        block
-                    } else {
-                        block.min((total - n) as usize)
-                    };
+                while !stop.load(Ordering::Relaxed) && !writer.is_closed() && (total == 0 || n < total) {
+                    let len = if total == 0 { block } else { block.min((total - n) as usize) };
                     buf.clear();
                     buf.extend((0..len as u64).map(|i| {
                         let t = (n + i) as f64 / f64::from(rate);
@@ -164,9 +137,7 @@ impl AudioSource for Tone {
     fn stop(&mut self) -> Result<(), PluginError> {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(thread) = self.thread.take() {
-            thread
-                .join()
-                .map_err(|_| PluginError::other("the tone thread panicked"))?;
+            thread.join().map_err(|_| PluginError::other("the tone thread panicked"))?;
         }
         Ok(())
     }
@@ -191,13 +162,8 @@ mod tests {
 
     #[test]
     fn rejects_a_frequency_above_nyquist() {
-        let err = tolk_plugin_api::testing::new_source::<Tone>("frequency_hz = 20000.0")
-            .err()
-            .unwrap();
-        assert_eq!(
-            err.message(),
-            "frequency_hz: 20000 Hz must be above 0 and below half the sample rate"
-        );
+        let err = tolk_plugin_api::testing::new_source::<Tone>("frequency_hz = 20000.0").err().unwrap();
+        assert_eq!(err.message(), "frequency_hz: 20000 Hz must be above 0 and below half the sample rate");
     }
 
     #[test]

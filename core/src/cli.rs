@@ -1,0 +1,323 @@
+//! The command line: clap definitions and one function per subcommand. Each returns an
+//! [`ExitCode`]-like status: 0 ok, 1 runtime failure, 2 usage, configuration or plugin-load
+//! error. Errors are printed one per line on stderr.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use tolk_plugin_api::PluginKind;
+
+use crate::{
+    config,
+    plugin_host::{self, Registry, SearchPath, check::CheckConfig},
+};
+
+/// Exit status: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit status: something failed at run time.
+pub const EXIT_RUNTIME: u8 = 1;
+/// Exit status: bad usage, configuration or plugin library.
+pub const EXIT_USAGE: u8 = 2;
+
+/// tolk — a live speech interpretation router.
+///
+/// Speech comes in from sources, each target language gets its own Realtime session, and the
+/// interpretation goes out to sinks (files, captions, speakers). Sources, prompt providers and
+/// sinks are plugins loaded from shared libraries.
+#[derive(Debug, Parser)]
+#[command(name = "tolk", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// More output: -v shows debug logs and full plugin-load reports, -vv traces.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a configuration and load its plugins, creating each plugin instance once so
+    /// that every plugin checks its own table; start nothing.
+    ///
+    /// Prints every problem found, one line each with file and key, and exits 2 if there is
+    /// any.
+    Check {
+        /// The configuration file (TOML; see configs/README.md).
+        config: PathBuf,
+    },
+    /// List installed plugins, or check a plugin library.
+    Plugins(PluginsArgs),
+}
+
+/// `tolk plugins`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct PluginsArgs {
+    #[command(subcommand)]
+    pub command: Option<PluginsCommand>,
+    #[command(flatten)]
+    pub list: ListArgs,
+}
+
+/// Options of `tolk plugins list`.
+#[derive(Debug, Args, Default)]
+pub struct ListArgs {
+    /// Also search this directory (before TOLK_PLUGIN_PATH and the built-in directories).
+    #[arg(long = "path", value_name = "DIR")]
+    pub paths: Vec<PathBuf>,
+    /// Print one JSON object per plugin instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `tolk plugins …` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PluginsCommand {
+    /// List plugins found on the search path: id, kind, version, library (the default).
+    ///
+    /// The search path is --path, then TOLK_PLUGIN_PATH (':'-separated), then tolk's own
+    /// directories next to the binary. Libraries that fail to load are reported after the
+    /// list, all of them, and make the exit status 2.
+    List(ListArgs),
+    /// Run the conformance checks on a plugin library, each check in its own process, so a
+    /// crash is reported as `crashed` rather than taking the checker down.
+    ///
+    /// Plugins are configured with their example config unless --config gives a table for
+    /// them. Exit status 0 when nothing failed or crashed, 1 otherwise, 2 when the library
+    /// does not load.
+    Check {
+        /// Path to the shared library (.so / .dylib / .dll).
+        library: PathBuf,
+        /// TOML file with config tables per plugin (`[source."tolk.wav"]`, `[sink."x.y"]`) and
+        /// `[checks] skip = ["name", …]`.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// List the checks and exit.
+        #[arg(long)]
+        list_checks: bool,
+    },
+    #[command(name = "__child", hide = true)]
+    Child {
+        #[command(subcommand)]
+        what: ChildCommand,
+    },
+}
+
+/// The hidden child side of `tolk plugins check`.
+#[derive(Debug, Subcommand)]
+pub enum ChildCommand {
+    Describe {
+        library: PathBuf,
+    },
+    Check {
+        library: PathBuf,
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        check: String,
+        #[arg(long)]
+        config_dir: PathBuf,
+    },
+}
+
+/// Runs a parsed command line; returns the exit status.
+pub fn run(cli: Cli) -> u8 {
+    match cli.command {
+        Command::Check { config } => check(&config, cli.verbose),
+        Command::Plugins(args) => match args.command {
+            None => list(&args.list, cli.verbose),
+            Some(PluginsCommand::List(list_args)) => list(&list_args, cli.verbose),
+            Some(PluginsCommand::Check { library, config, list_checks }) => {
+                if list_checks {
+                    for c in tolk_plugin_api::testing::CHECKS {
+                        let kinds: Vec<&str> = c.kinds.iter().map(PluginKind::as_str).collect();
+                        println!("{:<24} [{}] {}", c.name, kinds.join(","), c.description);
+                    }
+                    return EXIT_OK;
+                }
+                check_library(&library, config.as_deref(), cli.verbose)
+            }
+            Some(PluginsCommand::Child { what }) => child(what),
+        },
+    }
+}
+
+fn print_load_error(e: &plugin_host::LoadError, verbose: u8) {
+    eprintln!("error: {e}");
+    if verbose > 0
+        && let Some(detail) = e.detail()
+    {
+        eprintln!("{detail}");
+    }
+}
+
+fn list(args: &ListArgs, verbose: u8) -> u8 {
+    let mut search = SearchPath::new(&args.paths);
+    for p in &args.paths {
+        if !p.is_dir() {
+            eprintln!("error: --path {}: not a directory", p.display());
+            return EXIT_USAGE;
+        }
+    }
+    search.dirs.retain(|(d, _)| d.is_dir());
+    let reg = Registry::discover(&search);
+    if args.json {
+        for e in reg.plugins.values() {
+            let d = &e.descriptor;
+            let v = serde_json::json!({
+                "id": d.id(), "kind": d.kind().as_str(), "name": d.name(), "version": d.version(),
+                "description": d.description(), "library": e.library.path.display().to_string(),
+            });
+            println!("{v}");
+        }
+    } else if reg.plugins.is_empty() {
+        println!("no plugins found");
+    } else {
+        let rows: Vec<[String; 4]> = reg
+            .plugins
+            .values()
+            .map(|e| {
+                let d = &e.descriptor;
+                [
+                    d.id().to_string(),
+                    d.kind().to_string(),
+                    d.version().to_string(),
+                    e.library.path.display().to_string(),
+                ]
+            })
+            .collect();
+        let w0 = rows.iter().map(|r| r[0].len()).max().unwrap_or(2).max(2);
+        let w2 = rows.iter().map(|r| r[2].len()).max().unwrap_or(7).max(7);
+        println!("{:<w0$}  {:<6}  {:<w2$}  LIBRARY", "ID", "KIND", "VERSION");
+        for r in rows {
+            println!("{:<w0$}  {:<6}  {:<w2$}  {}", r[0], r[1], r[2], r[3]);
+        }
+    }
+    if verbose > 0 {
+        for (d, o) in &search.dirs {
+            eprintln!("searched {} ({o:?})", d.display());
+        }
+        for (p, t) in &reg.load_times {
+            eprintln!("loaded {} in {:.2} ms", p.display(), t.as_secs_f64() * 1e3);
+        }
+        for p in &reg.skipped {
+            eprintln!("skipped {}: not a tolk plugin", p.display());
+        }
+    }
+    for w in &reg.warnings {
+        eprintln!("warning: {w}");
+    }
+    for e in &reg.errors {
+        print_load_error(e, verbose);
+    }
+    if reg.errors.is_empty() { EXIT_OK } else { EXIT_USAGE }
+}
+
+fn check(path: &Path, verbose: u8) -> u8 {
+    let (config, mut errors) = config::parse(path);
+    let mut search = SearchPath::new(&config.plugin_dirs);
+    search.dirs.retain(|(d, _)| d.is_dir());
+    let reg = Registry::discover(&search);
+    let plugins = config::check_plugins(&config, &reg);
+    errors.extend(plugins.errors);
+    for w in config.warnings.iter().chain(&plugins.warnings) {
+        eprintln!("warning: {w}");
+    }
+    if !errors.is_empty() {
+        for e in &errors {
+            eprintln!("error: {e}");
+        }
+        if verbose > 0 {
+            for e in &reg.errors {
+                if let Some(d) = e.detail() {
+                    eprintln!("{d}");
+                }
+            }
+        }
+        let n = errors.len();
+        eprintln!("{}: {n} error{}", config.file, if n == 1 { "" } else { "s" });
+        return EXIT_USAGE;
+    }
+    let routes: usize = config.routes.iter().map(|r| r.to.len()).sum();
+    let count = |k: PluginKind| plugins.instances.iter().filter(|(kind, _)| *kind == k).count();
+    println!(
+        "{}: ok — {} source{}, {} route{}, {} prompt provider{}, {} sink instance{} (engine: {} {})",
+        config.file,
+        count(PluginKind::Source),
+        plural(count(PluginKind::Source)),
+        routes,
+        plural(routes),
+        count(PluginKind::Prompt),
+        plural(count(PluginKind::Prompt)),
+        count(PluginKind::Sink),
+        plural(count(PluginKind::Sink)),
+        config.engine.provider.as_str(),
+        config.engine.model,
+    );
+    for r in &config.routes {
+        let src = config.source(&r.source).map(|s| s.language.as_str()).unwrap_or("?");
+        println!(
+            "  {} ({src}) → {}  sinks: {}",
+            r.source,
+            r.to.join(", "),
+            if r.sinks.is_empty() { "none".into() } else { r.sinks.join(", ") }
+        );
+    }
+    EXIT_OK
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn check_library(library: &Path, config: Option<&Path>, verbose: u8) -> u8 {
+    let config = match config.map(CheckConfig::from_file).transpose() {
+        Ok(c) => c.unwrap_or_default(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    if !library.is_file() {
+        eprintln!("error: {}: no such file", library.display());
+        return EXIT_USAGE;
+    }
+    match plugin_host::check::run(library, &config) {
+        Ok(report) => {
+            println!("{report}");
+            let _ = verbose;
+            if report.passed() { EXIT_OK } else { EXIT_RUNTIME }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_USAGE
+        }
+    }
+}
+
+fn child(what: ChildCommand) -> u8 {
+    match what {
+        ChildCommand::Describe { library } => match plugin_host::check::child_describe(&library) {
+            Ok(()) => EXIT_OK,
+            Err(e) => {
+                eprintln!("error: {e}");
+                EXIT_USAGE
+            }
+        },
+        ChildCommand::Check { library, kind, id, check, config_dir } => {
+            match plugin_host::check::child_check(&library, &kind, &id, &check, &config_dir) {
+                Ok(()) => EXIT_OK,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    EXIT_USAGE
+                }
+            }
+        }
+    }
+}

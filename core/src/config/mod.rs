@@ -1,0 +1,203 @@
+//! Configuration: TOML text → raw serde structs (`raw`, unknown keys rejected) → a validated,
+//! typed [`Config`] (`validate`). Every problem becomes a [`ConfigError`] — one line with the
+//! file and the key path — and all of them are collected and reported together
+//! (`configs/x.toml: sink[1].plugin: no sink plugin with id "tolk.wavv" (did you mean
+//! "tolk.wav"?)`). Nothing past this module touches raw TOML.
+//!
+//! The schema is documented in `configs/README.md`.
+
+pub mod lang;
+mod raw;
+mod validate;
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+};
+
+pub use validate::{check_plugins, parse, parse_str};
+
+/// One configuration problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The config file as the user named it.
+    pub file: String,
+    /// Key path (`sink[1].plugin`); empty for file-level problems.
+    pub key: String,
+    /// What is wrong, lower case, one line.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.key, self.message)
+        }
+    }
+}
+
+/// Which Realtime service the sessions use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    /// tolk's own server (`tolk serve`), no account needed.
+    Local,
+    /// OpenAI Realtime, prompted `gpt-realtime*` models.
+    OpenAi,
+    /// OpenAI Realtime Translation API.
+    OpenAiTranslate,
+    /// Azure OpenAI Realtime (GA path).
+    Azure,
+}
+
+impl Provider {
+    /// Config spelling.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Provider::Local => "local",
+            Provider::OpenAi => "openai",
+            Provider::OpenAiTranslate => "openai-translate",
+            Provider::Azure => "azure",
+        }
+    }
+}
+
+/// `[engine]`, validated.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    /// The service.
+    pub provider: Provider,
+    /// Model (or Azure deployment) name.
+    pub model: String,
+    /// Endpoint URL override.
+    pub url: Option<String>,
+    /// Azure resource endpoint (`https://NAME.openai.azure.com`).
+    pub endpoint: Option<String>,
+    /// Name of the environment variable holding the API key (never the key itself).
+    pub api_key_env: Option<String>,
+}
+
+/// What a route does when one of its plugins fails or panics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailurePolicy {
+    /// Stop this route; the others keep running.
+    StopRoute,
+    /// Recreate the failed plugin instance and carry on.
+    Restart,
+    /// Stop the whole run with exit status 1.
+    Exit,
+}
+
+/// A `[[source]]`.
+#[derive(Debug, Clone)]
+pub struct SourceSpec {
+    /// Unique id.
+    pub id: String,
+    /// Plugin id.
+    pub plugin: String,
+    /// The speaker's language (canonical BCP-47).
+    pub language: String,
+    /// The plugin's own table as TOML text.
+    pub config: String,
+    /// Key path of this entry (`source[0]`).
+    pub key: String,
+}
+
+/// A `[[prompt]]` or `[[sink]]`.
+#[derive(Debug, Clone)]
+pub struct PluginSpec {
+    /// Unique id within its kind.
+    pub id: String,
+    /// Plugin id.
+    pub plugin: String,
+    /// The plugin's own table.
+    pub config: toml::Table,
+    /// Key path of this entry (`sink[1]`).
+    pub key: String,
+}
+
+impl PluginSpec {
+    /// True when the config mentions `{lang}`: one instance per target language.
+    pub fn per_language(&self) -> bool {
+        self.config_text(None).contains("{lang}")
+    }
+
+    /// The config as TOML text, with `{lang}` replaced when `lang` is given.
+    pub fn config_text(&self, lang: Option<&str>) -> String {
+        let text = toml::to_string(&self.config).unwrap_or_default();
+        match lang {
+            Some(l) => text.replace("{lang}", l),
+            None => text,
+        }
+    }
+}
+
+/// A `[[route]]` (before expansion into one route per target language).
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    /// Source id.
+    pub source: String,
+    /// Target languages (canonical BCP-47).
+    pub to: Vec<String>,
+    /// Voice for the translated speech.
+    pub voice: Option<String>,
+    /// Prompt provider id.
+    pub prompt: Option<String>,
+    /// Sink ids.
+    pub sinks: Vec<String>,
+    /// Failure policy.
+    pub on_plugin_failure: FailurePolicy,
+    /// Key path (`route[0]`).
+    pub key: String,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file as the user named it (used in messages).
+    pub file: String,
+    /// Its directory: relative paths in plugin configs resolve against it.
+    pub dir: PathBuf,
+    /// `[engine]`.
+    pub engine: Engine,
+    /// `[plugins] path`, resolved against `dir`.
+    pub plugin_dirs: Vec<PathBuf>,
+    /// `[[source]]`s.
+    pub sources: Vec<SourceSpec>,
+    /// `[[prompt]]`s.
+    pub prompts: Vec<PluginSpec>,
+    /// `[[sink]]`s.
+    pub sinks: Vec<PluginSpec>,
+    /// `[[route]]`s.
+    pub routes: Vec<RouteSpec>,
+    /// Things that are allowed but probably not meant (an unused sink).
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// The target languages of every route that uses sink `id`.
+    pub fn sink_languages(&self, id: &str) -> Vec<String> {
+        let mut langs: Vec<String> =
+            self.routes.iter().filter(|r| r.sinks.iter().any(|s| s == id)).flat_map(|r| r.to.iter().cloned()).collect();
+        langs.sort();
+        langs.dedup();
+        langs
+    }
+
+    /// The source with `id`.
+    pub fn source(&self, id: &str) -> Option<&SourceSpec> {
+        self.sources.iter().find(|s| s.id == id)
+    }
+}
+
+/// The directory of a config file, for relative paths.
+pub fn dir_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Voices the Realtime API offers.
+pub const VOICES: &[&str] = &["alloy", "ash", "ballad", "cedar", "coral", "echo", "marin", "sage", "shimmer", "verse"];

@@ -1,0 +1,528 @@
+//! Parse, then validate: raw TOML → [`Config`], collecting every error; then
+//! [`check_plugins`] against the loaded plugins (ids exist, each plugin accepts its table).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+};
+
+use serde::de::DeserializeOwned;
+use tolk_plugin_api::{ErrorKind, PluginError, PluginKind};
+
+use super::{
+    Config, ConfigError, Engine, FailurePolicy, PluginSpec, Provider, RouteSpec, SourceSpec, VOICES, dir_of, lang,
+    raw::{PathList, RawEngine, RawPlugin, RawPlugins, RawRoute, RawSource},
+};
+use crate::{
+    plugin_host::{HostServices, Registry},
+    util::did_you_mean,
+};
+
+const SECTIONS: &[&str] = &["engine", "plugins", "source", "prompt", "route", "sink"];
+
+struct Ctx {
+    file: String,
+    errors: Vec<ConfigError>,
+}
+
+impl Ctx {
+    fn err(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError { file: self.file.clone(), key: key.into(), message: message.into() });
+    }
+
+    /// Deserializes `value` into `T`, recording an error at `key` on failure.
+    fn de<T: DeserializeOwned>(&mut self, key: &str, value: toml::Value) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let path = e.path().to_string();
+                let full = if path.is_empty() || path == "." { key.to_string() } else { format!("{key}.{path}") };
+                let line = tolk_plugin_api::config::describe(&full, &e.inner().to_string());
+                match line.split_once(": ") {
+                    Some((k, m)) => self.err(k, m),
+                    None => self.err(key, line),
+                }
+                None
+            }
+        }
+    }
+}
+
+/// Reads and validates the config file at `path`. Returns the config built from every part
+/// that was valid, and every error found; the config is usable only when the list is empty.
+pub fn parse(path: &Path) -> (Config, Vec<ConfigError>) {
+    let file = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse_str(&text, &file, &dir_of(path)),
+        Err(e) => {
+            let errors =
+                vec![ConfigError { file: file.clone(), key: String::new(), message: format!("cannot read: {e}") }];
+            (empty(file, dir_of(path)), errors)
+        }
+    }
+}
+
+fn empty(file: String, dir: PathBuf) -> Config {
+    Config {
+        file,
+        dir,
+        engine: Engine {
+            provider: Provider::Local,
+            model: "gpt-realtime".into(),
+            url: None,
+            endpoint: None,
+            api_key_env: None,
+        },
+        plugin_dirs: vec![],
+        sources: vec![],
+        prompts: vec![],
+        sinks: vec![],
+        routes: vec![],
+        warnings: vec![],
+    }
+}
+
+/// [`parse`] on text already read; `file` names it in messages, `dir` anchors relative paths.
+pub fn parse_str(text: &str, file: &str, dir: &Path) -> (Config, Vec<ConfigError>) {
+    let mut cx = Ctx { file: file.to_string(), errors: vec![] };
+    let mut config = empty(file.to_string(), dir.to_path_buf());
+    let table: toml::Table = match text.parse() {
+        Ok(t) => t,
+        Err(e) => {
+            let e: toml::de::Error = e;
+            let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1)).unwrap_or(1);
+            cx.err("", format!("invalid TOML at line {line}: {}", e.message().trim()));
+            return (config, cx.errors);
+        }
+    };
+    for key in table.keys() {
+        if !SECTIONS.contains(&key.as_str()) {
+            cx.err(
+                key.as_str(),
+                format!("unknown section{} (expected one of: {})", did_you_mean(key, SECTIONS), SECTIONS.join(", ")),
+            );
+        }
+    }
+    let mut table = table;
+    config.engine = engine(&mut cx, table.remove("engine"));
+    if let Some(v) = table.remove("plugins")
+        && let Some(p) = cx.de::<RawPlugins>("plugins", v)
+    {
+        let list = match p.path {
+            PathList::One(s) => vec![s],
+            PathList::Many(v) => v,
+        };
+        for (i, d) in list.iter().enumerate() {
+            let resolved = if Path::new(d).is_absolute() { PathBuf::from(d) } else { dir.join(d) };
+            if !resolved.is_dir() {
+                cx.err(format!("plugins.path[{i}]"), format!("directory {} does not exist", resolved.display()));
+            } else {
+                config.plugin_dirs.push(resolved);
+            }
+        }
+    }
+    let sources: Vec<(String, RawSource)> = array(&mut cx, &mut table, "source");
+    let prompts: Vec<(String, RawPlugin)> = array(&mut cx, &mut table, "prompt");
+    let sinks: Vec<(String, RawPlugin)> = array(&mut cx, &mut table, "sink");
+    let routes: Vec<(String, RawRoute)> = array(&mut cx, &mut table, "route");
+
+    let mut ids = BTreeMap::new();
+    for (key, s) in sources {
+        let ok_id = check_id(&mut cx, &key, &s.id, &mut ids, "source");
+        check_plugin_field(&mut cx, &key, &s.plugin);
+        let language = match lang::canonical(&s.language) {
+            Ok(l) => l,
+            Err(e) => {
+                cx.err(format!("{key}.language"), e);
+                continue;
+            }
+        };
+        if ok_id {
+            let config_text = toml::to_string(&s.config).unwrap_or_default();
+            config.sources.push(SourceSpec { id: s.id, plugin: s.plugin, language, config: config_text, key });
+        }
+    }
+    for (list, kind, out) in [(prompts, "prompt", &mut config.prompts), (sinks, "sink", &mut config.sinks)] {
+        let mut ids = BTreeMap::new();
+        for (key, p) in list {
+            let ok_id = check_id(&mut cx, &key, &p.id, &mut ids, kind);
+            check_plugin_field(&mut cx, &key, &p.plugin);
+            if ok_id {
+                out.push(PluginSpec { id: p.id, plugin: p.plugin, config: p.config, key });
+            }
+        }
+    }
+    let mut routed: BTreeMap<(String, String), String> = BTreeMap::new();
+    for (key, r) in routes {
+        if let Some(route) = route(&mut cx, &config, &key, r, &mut routed) {
+            config.routes.push(route);
+        }
+    }
+    // Allowed, but probably not what the user meant.
+    if config.routes.is_empty() && cx.errors.is_empty() {
+        config.warnings.push(format!("{file}: no [[route]]: nothing will be interpreted"));
+    }
+    for s in &config.sources {
+        if !config.routes.iter().any(|r| r.source == s.id) {
+            config.warnings.push(format!("{file}: {}: source \"{}\" is not used by any route", s.key, s.id));
+        }
+    }
+    for s in &config.sinks {
+        if !config.routes.iter().any(|r| r.sinks.contains(&s.id)) {
+            config.warnings.push(format!("{file}: {}: sink \"{}\" is not used by any route", s.key, s.id));
+        }
+    }
+    for p in &config.prompts {
+        if !config.routes.iter().any(|r| r.prompt.as_deref() == Some(p.id.as_str())) {
+            config.warnings.push(format!("{file}: {}: prompt \"{}\" is not used by any route", p.key, p.id));
+        }
+    }
+    (config, cx.errors)
+}
+
+fn engine(cx: &mut Ctx, value: Option<toml::Value>) -> Engine {
+    let mut e =
+        Engine { provider: Provider::Local, model: String::new(), url: None, endpoint: None, api_key_env: None };
+    let raw = match value {
+        None => RawEngine::default(),
+        Some(v) => {
+            if let Some(t) = v.as_table() {
+                for secret in ["api_key", "key", "token"] {
+                    if t.contains_key(secret) {
+                        cx.err(
+                            format!("engine.{secret}"),
+                            "API keys do not belong in config files: put the key in an environment variable and name it with api_key_env",
+                        );
+                    }
+                }
+                if ["api_key", "key", "token"].iter().any(|k| t.contains_key(*k)) {
+                    return e;
+                }
+            }
+            cx.de::<RawEngine>("engine", v).unwrap_or_default()
+        }
+    };
+    e.provider = match raw.provider.as_deref().unwrap_or("local") {
+        "local" => Provider::Local,
+        "openai" => Provider::OpenAi,
+        "openai-translate" => Provider::OpenAiTranslate,
+        "azure" => Provider::Azure,
+        other => {
+            let known = ["local", "openai", "openai-translate", "azure"];
+            cx.err(
+                "engine.provider",
+                format!(
+                    "unknown provider \"{other}\"{} (expected one of: {})",
+                    did_you_mean(other, known),
+                    known.join(", ")
+                ),
+            );
+            Provider::Local
+        }
+    };
+    e.model = match (raw.model, e.provider) {
+        (Some(m), _) if m.trim().is_empty() => {
+            cx.err("engine.model", "must not be empty");
+            String::new()
+        }
+        (Some(m), _) => m,
+        (None, Provider::Azure) => {
+            cx.err("engine.model", "provider \"azure\" needs the deployment name as model");
+            String::new()
+        }
+        (None, Provider::OpenAiTranslate) => "gpt-realtime-translate".into(),
+        (None, _) => "gpt-realtime".into(),
+    };
+    if let Some(url) = &raw.url
+        && !["ws://", "wss://"].iter().any(|p| url.starts_with(p))
+    {
+        cx.err("engine.url", format!("\"{url}\" is not a WebSocket URL (ws:// or wss://)"));
+    }
+    if let Some(ep) = &raw.endpoint
+        && !ep.starts_with("https://")
+        && !ep.starts_with("http://")
+    {
+        cx.err("engine.endpoint", format!("\"{ep}\" is not an https:// URL"));
+    }
+    if let Some(var) = &raw.api_key_env
+        && (var.is_empty()
+            || var.starts_with(|c: char| c.is_ascii_digit())
+            || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+    {
+        cx.err("engine.api_key_env", format!("\"{var}\" is not an environment variable name"));
+    }
+    e.url = raw.url;
+    e.endpoint = raw.endpoint;
+    e.api_key_env = raw.api_key_env;
+    e
+}
+
+/// Deserializes `[[name]]` element by element, so one bad element does not hide the others.
+fn array<T: DeserializeOwned>(cx: &mut Ctx, table: &mut toml::Table, name: &str) -> Vec<(String, T)> {
+    match table.remove(name) {
+        None => vec![],
+        Some(toml::Value::Array(items)) => items
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, v)| {
+                let key = format!("{name}[{i}]");
+                if !v.is_table() {
+                    cx.err(&key, format!("expected a table ([[{name}]])"));
+                    return None;
+                }
+                cx.de::<T>(&key, v).map(|t| (key, t))
+            })
+            .collect(),
+        Some(_) => {
+            cx.err(name, format!("expected an array of tables: write [[{name}]], not [{name}]"));
+            vec![]
+        }
+    }
+}
+
+fn check_id(cx: &mut Ctx, key: &str, id: &str, seen: &mut BTreeMap<String, String>, _kind: &str) -> bool {
+    if id.is_empty()
+        || id.len() > 64
+        || !id.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        || !id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+    {
+        cx.err(
+            format!("{key}.id"),
+            format!(
+                "\"{id}\" is not a valid id (lower-case letters, digits, '-' and '_', starting with a letter or digit)"
+            ),
+        );
+        return false;
+    }
+    if let Some(first) = seen.get(id) {
+        cx.err(format!("{key}.id"), format!("duplicate id \"{id}\" (also used by {first})"));
+        return false;
+    }
+    seen.insert(id.to_string(), key.to_string());
+    true
+}
+
+fn check_plugin_field(cx: &mut Ctx, key: &str, plugin: &str) {
+    if plugin.trim().is_empty() {
+        cx.err(format!("{key}.plugin"), "must not be empty");
+    }
+}
+
+fn route(
+    cx: &mut Ctx,
+    config: &Config,
+    key: &str,
+    r: RawRoute,
+    routed: &mut BTreeMap<(String, String), String>,
+) -> Option<RouteSpec> {
+    let before = cx.errors.len();
+    let source = config.source(&r.source);
+    if source.is_none() {
+        cx.err(
+            format!("{key}.source"),
+            format!(
+                "no source with id \"{}\"{}",
+                r.source,
+                did_you_mean(&r.source, config.sources.iter().map(|s| s.id.as_str()))
+            ),
+        );
+    }
+    if r.to.is_empty() {
+        cx.err(format!("{key}.to"), "lists no target language");
+    }
+    let mut to = Vec::new();
+    for (i, t) in r.to.iter().enumerate() {
+        match lang::canonical(t) {
+            Ok(l) if to.contains(&l) => cx.err(format!("{key}.to[{i}]"), format!("\"{l}\" is listed twice")),
+            Ok(l) if source.is_some_and(|s| s.language == l) => {
+                cx.err(format!("{key}.to[{i}]"), format!("\"{l}\" is the source's own language"))
+            }
+            Ok(l) => {
+                if let Some(src) = source {
+                    let pair = (src.id.clone(), l.clone());
+                    if let Some(first) = routed.get(&pair) {
+                        cx.err(format!("{key}.to[{i}]"), format!("{} → {l} is already routed by {first}", src.id));
+                    } else {
+                        routed.insert(pair, key.to_string());
+                    }
+                }
+                to.push(l)
+            }
+            Err(e) => cx.err(format!("{key}.to[{i}]"), e),
+        }
+    }
+    if let Some(v) = &r.voice
+        && !VOICES.contains(&v.as_str())
+    {
+        cx.err(
+            format!("{key}.voice"),
+            format!("unknown voice \"{v}\"{} (expected one of: {})", did_you_mean(v, VOICES), VOICES.join(", ")),
+        );
+    }
+    if let Some(p) = &r.prompt
+        && !config.prompts.iter().any(|x| &x.id == p)
+    {
+        cx.err(
+            format!("{key}.prompt"),
+            format!("no prompt with id \"{p}\"{}", did_you_mean(p, config.prompts.iter().map(|x| x.id.as_str()))),
+        );
+    }
+    let mut sinks: Vec<String> = Vec::new();
+    for (i, s) in r.sinks.iter().enumerate() {
+        if sinks.contains(s) {
+            cx.err(format!("{key}.sinks[{i}]"), format!("sink \"{s}\" is listed twice"));
+        } else if !config.sinks.iter().any(|x| &x.id == s) {
+            cx.err(
+                format!("{key}.sinks[{i}]"),
+                format!("no sink with id \"{s}\"{}", did_you_mean(s, config.sinks.iter().map(|x| x.id.as_str()))),
+            );
+        } else {
+            sinks.push(s.clone());
+        }
+    }
+    let policy = match r.on_plugin_failure.as_deref().unwrap_or("stop-route") {
+        "stop-route" => FailurePolicy::StopRoute,
+        "restart" => FailurePolicy::Restart,
+        "exit" => FailurePolicy::Exit,
+        other => {
+            let known = ["stop-route", "restart", "exit"];
+            cx.err(
+                format!("{key}.on_plugin_failure"),
+                format!(
+                    "unknown policy \"{other}\"{} (expected one of: {})",
+                    did_you_mean(other, known),
+                    known.join(", ")
+                ),
+            );
+            FailurePolicy::StopRoute
+        }
+    };
+    (cx.errors.len() == before).then(|| RouteSpec {
+        source: r.source,
+        to,
+        voice: r.voice,
+        prompt: r.prompt,
+        sinks,
+        on_plugin_failure: policy,
+        key: key.to_string(),
+    })
+}
+
+/// What [`check_plugins`] found: errors (exit 2) and warnings, plus the instances it made.
+#[derive(Debug, Default)]
+pub struct PluginCheck {
+    /// One line each.
+    pub errors: Vec<ConfigError>,
+    /// One line each.
+    pub warnings: Vec<String>,
+    /// Instances created, as (kind, instance id).
+    pub instances: Vec<(PluginKind, String)>,
+}
+
+/// Checks every plugin reference against `registry` and creates each instance once (as `tolk
+/// run` would, without starting it), so that each plugin validates its own table.
+pub fn check_plugins(config: &Config, registry: &Registry) -> PluginCheck {
+    let mut out = PluginCheck::default();
+    let mut cx = Ctx { file: config.file.clone(), errors: vec![] };
+    let mut missing = false;
+    let host = |id: &str, plugin: &str| HostServices {
+        instance_id: id.to_string(),
+        plugin_id: plugin.to_string(),
+        config_dir: config.dir.clone(),
+    };
+    for s in &config.sources {
+        if !known(&mut cx, registry, PluginKind::Source, &s.key, &s.plugin) {
+            missing = true;
+            continue;
+        }
+        match registry.create_source(&s.plugin, &s.config, host(&s.id, &s.plugin)) {
+            Ok(_) => out.instances.push((PluginKind::Source, s.id.clone())),
+            Err(e) => plugin_error(&mut cx, &s.key, &e, None),
+        }
+    }
+    for p in &config.prompts {
+        if !known(&mut cx, registry, PluginKind::Prompt, &p.key, &p.plugin) {
+            missing = true;
+            continue;
+        }
+        match registry.create_prompt(&p.plugin, &p.config_text(None), host(&p.id, &p.plugin)) {
+            Ok(_) => out.instances.push((PluginKind::Prompt, p.id.clone())),
+            Err(e) => plugin_error(&mut cx, &p.key, &e, None),
+        }
+    }
+    for s in &config.sinks {
+        if !known(&mut cx, registry, PluginKind::Sink, &s.key, &s.plugin) {
+            missing = true;
+            continue;
+        }
+        let langs = config.sink_languages(&s.id);
+        let expansions: Vec<Option<String>> =
+            if s.per_language() && !langs.is_empty() { langs.iter().cloned().map(Some).collect() } else { vec![None] };
+        for lang in expansions {
+            let id = match &lang {
+                Some(l) => format!("{}:{l}", s.id),
+                None => s.id.clone(),
+            };
+            match registry.create_sink(&s.plugin, &s.config_text(lang.as_deref()), host(&id, &s.plugin)) {
+                Ok(mut sink) => {
+                    if !s.per_language()
+                        && langs.len() > 1
+                        && let Ok(Some(_)) = sink.format()
+                    {
+                        out.warnings.push(format!(
+                            "{}: {}: sink \"{}\" receives audio in {} languages ({}) into one instance; put {{lang}} in its config for one per language",
+                            config.file,
+                            s.key,
+                            s.id,
+                            langs.len(),
+                            langs.join(", ")
+                        ));
+                    }
+                    out.instances.push((PluginKind::Sink, id));
+                }
+                Err(e) => plugin_error(&mut cx, &s.key, &e, lang.as_deref()),
+            }
+        }
+    }
+    // Library load errors matter when something the config needs is missing; otherwise a
+    // broken third-party library elsewhere on the path is only worth a warning.
+    for e in &registry.errors {
+        if missing {
+            cx.err("", format!("plugin library failed to load: {e}"));
+        } else {
+            out.warnings.push(format!("plugin library failed to load: {e}"));
+        }
+    }
+    out.warnings.extend(registry.warnings.iter().cloned());
+    out.errors = cx.errors;
+    out
+}
+
+fn known(cx: &mut Ctx, registry: &Registry, kind: PluginKind, key: &str, plugin: &str) -> bool {
+    if registry.get(kind, plugin).is_some() {
+        return true;
+    }
+    let other: BTreeSet<PluginKind> = registry.plugins.keys().filter(|(_, id)| id == plugin).map(|(k, _)| *k).collect();
+    let msg = if let Some(k) = other.first() {
+        format!("\"{plugin}\" is a {k} plugin, not a {kind} plugin")
+    } else {
+        let hint = registry.suggest(kind, plugin).map(|s| format!(" (did you mean \"{s}\"?)")).unwrap_or_default();
+        format!("no {kind} plugin with id \"{plugin}\"{hint}; `tolk plugins` lists what is installed")
+    };
+    cx.err(format!("{key}.plugin"), msg);
+    false
+}
+
+fn plugin_error(cx: &mut Ctx, key: &str, e: &PluginError, lang: Option<&str>) {
+    let suffix = lang.map(|l| format!(" (for {l})")).unwrap_or_default();
+    // A config error's message starts with the plugin's own key path: `path: cannot open …`.
+    if e.kind() == ErrorKind::CONFIG
+        && let Some((k, m)) = e.message().split_once(": ")
+        && !k.is_empty()
+        && !k.contains(' ')
+    {
+        cx.err(format!("{key}.config.{k}"), format!("{m}{suffix}"));
+    } else {
+        cx.err(format!("{key}.config"), format!("{e}{suffix}"));
+    }
+}

@@ -1,0 +1,327 @@
+//! `tolk plugins check LIB`: the conformance kit run against a built library, one child
+//! process per check (clap-validator's approach), so a plugin that crashes or hangs is reported
+//! as `crashed` and the checker carries on.
+//!
+//! The parent runs `tolk plugins __child describe LIB` to list the library's plugins, then
+//! `tolk plugins __child check LIB --kind K --id ID --check NAME` per check, writing the
+//! plugin's config text to the child's stdin and reading one JSON line back.
+
+use std::{
+    collections::BTreeMap,
+    io::{Read, Write},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+use tolk_plugin_api::{
+    PluginError, PluginKind,
+    ffi::HostBox,
+    testing::{self, CheckResult, Factory, Instance, Options, Outcome, Report},
+};
+
+use super::{LoadError, load_one};
+
+/// How long one check may take before its child is killed and reported as crashed.
+pub const CHILD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What `--config FILE` provides: config tables per plugin and checks to skip.
+///
+/// ```toml
+/// [checks]
+/// skip = ["audio-call-budget"]
+///
+/// [source."tolk.wav"]
+/// path = "speech.wav"
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct CheckConfig {
+    /// Config text per (kind, id); plugins not listed use their example config.
+    pub configs: BTreeMap<(PluginKind, String), String>,
+    /// Checks to skip.
+    pub skip: Vec<String>,
+    /// Directory relative paths in the configs resolve against.
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheckConfig {
+    #[serde(default)]
+    checks: RawChecks,
+    #[serde(default)]
+    source: BTreeMap<String, toml::Table>,
+    #[serde(default)]
+    prompt: BTreeMap<String, toml::Table>,
+    #[serde(default)]
+    sink: BTreeMap<String, toml::Table>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawChecks {
+    #[serde(default)]
+    skip: Vec<String>,
+}
+
+impl CheckConfig {
+    /// Reads a check config file; errors are one line naming the file and key.
+    pub fn from_file(path: &Path) -> Result<CheckConfig, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let raw: RawCheckConfig =
+            tolk_plugin_api::parse_config(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut configs = BTreeMap::new();
+        for (kind, tables) in
+            [(PluginKind::Source, raw.source), (PluginKind::Prompt, raw.prompt), (PluginKind::Sink, raw.sink)]
+        {
+            for (id, table) in tables {
+                let text = toml::to_string(&table).map_err(|e| format!("{}: {kind}.{id}: {e}", path.display()))?;
+                configs.insert((kind, id), text);
+            }
+        }
+        for name in &raw.checks.skip {
+            if !testing::CHECKS.iter().any(|c| c.name == name) {
+                return Err(format!(
+                    "{}: checks.skip: no check called \"{name}\"{}",
+                    path.display(),
+                    crate::util::did_you_mean(name, testing::CHECKS.iter().map(|c| c.name))
+                ));
+            }
+        }
+        let dir = path.canonicalize().ok().and_then(|p| p.parent().map(Path::to_path_buf));
+        Ok(CheckConfig { configs, skip: raw.checks.skip, dir })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Described {
+    kind: String,
+    id: String,
+    example_config: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ChildOutcome {
+    outcome: String,
+    detail: String,
+}
+
+fn kind_from(s: &str) -> Option<PluginKind> {
+    match s {
+        "source" => Some(PluginKind::Source),
+        "prompt" => Some(PluginKind::Prompt),
+        "sink" => Some(PluginKind::Sink),
+        _ => None,
+    }
+}
+
+/// Runs every check on every plugin of the library at `lib`, each in a child process.
+/// `Err` is a one-line reason the library could not be checked at all (it failed to load).
+pub fn run(lib: &Path, config: &CheckConfig) -> Result<Report, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the tolk executable: {e}"))?;
+    let lib = lib.canonicalize().map_err(|e| format!("{}: {e}", lib.display()))?;
+    let scratch = tempdir()?;
+    let out = run_child(&exe, &["describe".as_ref(), lib.as_os_str()], "", &scratch);
+    let described: Vec<Described> = match out {
+        ChildResult::Done { status_ok: true, stdout, .. } => stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(serde_json::from_str)
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{}: unreadable plugin list from the checker child: {e}", lib.display()))?,
+        ChildResult::Done { stderr, .. } => return Err(last_line(&stderr)),
+        ChildResult::Crashed(why) => return Err(format!("{}: crashed while loading: {why}", lib.display())),
+    };
+    let mut report = Report::default();
+    for d in described {
+        let Some(kind) = kind_from(&d.kind) else { continue };
+        let text = config.configs.get(&(kind, d.id.clone())).cloned().unwrap_or(d.example_config.clone());
+        for check in testing::CHECKS.iter().filter(|c| c.kinds.contains(&kind)) {
+            let outcome = if config.skip.iter().any(|s| s == check.name) {
+                Outcome::Skip("skipped by configuration".into())
+            } else {
+                let dir = config.dir.clone().unwrap_or_else(|| scratch.clone());
+                let args = [
+                    "check".as_ref(),
+                    lib.as_os_str(),
+                    "--kind".as_ref(),
+                    d.kind.as_ref(),
+                    "--id".as_ref(),
+                    d.id.as_ref(),
+                    "--check".as_ref(),
+                    check.name.as_ref(),
+                    "--config-dir".as_ref(),
+                    dir.as_os_str(),
+                ];
+                match run_child(&exe, &args, &text, &scratch) {
+                    ChildResult::Done { stdout, stderr, .. } => {
+                        match stdout.lines().rev().find_map(|l| serde_json::from_str::<ChildOutcome>(l).ok()) {
+                            Some(o) => match o.outcome.as_str() {
+                                "pass" => Outcome::Pass,
+                                "fail" => Outcome::Fail(o.detail),
+                                "skip" => Outcome::Skip(o.detail),
+                                "warn" => Outcome::Warn(o.detail),
+                                _ => Outcome::Crashed(o.detail),
+                            },
+                            None => {
+                                Outcome::Crashed(format!("the check process gave no result: {}", last_line(&stderr)))
+                            }
+                        }
+                    }
+                    ChildResult::Crashed(why) => Outcome::Crashed(why),
+                }
+            };
+            report.results.push(CheckResult {
+                plugin: format!("{} {}", d.kind, d.id),
+                check: check.name.into(),
+                outcome,
+            });
+        }
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(report)
+}
+
+fn last_line(s: &str) -> String {
+    let line = s.lines().rev().map(str::trim).find(|l| !l.is_empty()).unwrap_or("no output");
+    line.strip_prefix("error: ").unwrap_or(line).to_string()
+}
+
+fn tempdir() -> Result<PathBuf, String> {
+    let dir =
+        std::env::temp_dir().join(format!("tolk-check-{}-{}", std::process::id(), Instant::now().elapsed().as_nanos()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+enum ChildResult {
+    Done { status_ok: bool, stdout: String, stderr: String },
+    Crashed(String),
+}
+
+fn run_child(exe: &Path, args: &[&std::ffi::OsStr], stdin: &str, cwd: &Path) -> ChildResult {
+    let mut child = match Command::new(exe)
+        .args(["plugins", "__child"])
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => return ChildResult::Crashed(format!("cannot start the check process: {e}")),
+    };
+    if let Some(mut input) = child.stdin.take() {
+        let _ = input.write_all(stdin.as_bytes());
+    }
+    // Drain the pipes on threads so a chatty child cannot block on a full pipe.
+    let mut out = child.stdout.take();
+    let mut err = child.stderr.take();
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(o) = out.as_mut() {
+            let _ = o.read_to_string(&mut s);
+        }
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(e) = err.as_mut() {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    });
+    let started = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if started.elapsed() > CHILD_TIMEOUT => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return ChildResult::Crashed(format!("timed out after {} s", CHILD_TIMEOUT.as_secs()));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => return ChildResult::Crashed(format!("lost the check process: {e}")),
+        }
+    };
+    let stdout = t_out.join().unwrap_or_default();
+    let stderr = t_err.join().unwrap_or_default();
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(sig) = status.signal() {
+            return ChildResult::Crashed(format!("killed by signal {sig}{}", signal_name(sig)));
+        }
+    }
+    match status.code() {
+        Some(0) | Some(2) => ChildResult::Done { status_ok: status.success(), stdout, stderr },
+        Some(code) => ChildResult::Crashed(format!("exited with status {code}: {}", last_line(&stderr))),
+        None => ChildResult::Crashed("exited abnormally".into()),
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        6 => " (SIGABRT)",
+        9 => " (SIGKILL)",
+        11 => " (SIGSEGV)",
+        7 => " (SIGBUS)",
+        4 => " (SIGILL)",
+        8 => " (SIGFPE)",
+        _ => "",
+    }
+}
+
+/// Child side of `describe`: prints one JSON line per plugin. Exit 2 with a one-line error
+/// when the library does not load.
+pub fn child_describe(lib: &Path) -> Result<(), LoadError> {
+    let lib = load_one(lib)?;
+    let mut out = std::io::stdout().lock();
+    for d in &lib.descriptors {
+        let line =
+            Described { kind: d.kind().to_string(), id: d.id().into(), example_config: d.example_config().into() };
+        let _ = writeln!(out, "{}", serde_json::to_string(&line).unwrap_or_default());
+    }
+    Ok(())
+}
+
+struct LibFactory {
+    lib: super::Library,
+    kind: PluginKind,
+    id: String,
+}
+
+impl Factory for LibFactory {
+    fn create(&self, config: &str, host: HostBox) -> Result<Instance, PluginError> {
+        use abi_stable::std_types::RStr;
+        let (id, cfg) = (RStr::from_str(&self.id), RStr::from_str(config));
+        let m = &self.lib.module;
+        match self.kind {
+            PluginKind::Source => (m.new_source())(id, cfg, host).into_result().map(Instance::Source),
+            PluginKind::Prompt => (m.new_prompt())(id, cfg, host).into_result().map(Instance::Prompt),
+            PluginKind::Sink => (m.new_sink())(id, cfg, host).into_result().map(Instance::Sink),
+        }
+    }
+}
+
+/// Child side of `check`: runs one check and prints its outcome as a JSON line.
+pub fn child_check(lib: &Path, kind: &str, id: &str, check: &str, config_dir: &Path) -> Result<(), String> {
+    let kind = kind_from(kind).ok_or_else(|| format!("unknown plugin kind {kind:?}"))?;
+    let lib = load_one(lib).map_err(|e| e.to_string())?;
+    let descriptor = lib
+        .descriptors
+        .iter()
+        .find(|d| d.kind() == kind && d.id() == id)
+        .cloned()
+        .ok_or_else(|| format!("{}: no {kind} with id \"{id}\"", lib.path.display()))?;
+    let mut config = String::new();
+    let _ = std::io::stdin().read_to_string(&mut config);
+    let factory = LibFactory { lib, kind, id: id.into() };
+    let options = Options { skip: vec![], config_dir: Some(config_dir.to_path_buf()) };
+    let outcome = testing::run_check(check, &descriptor, &config, &factory, &options);
+    let line = ChildOutcome { outcome: outcome.label().into(), detail: outcome.detail().into() };
+    println!("{}", serde_json::to_string(&line).unwrap_or_default());
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! Reading tolk's version header from a library before abi_stable sees it, so that a
+//! library built for another ABI, or one that is no tolk plugin at all, gets one clear line.
+//!
+//! This and `plugin-api/src/ffi/` are the only places with `unsafe`.
+
+#![allow(unsafe_code)]
+
+use std::path::Path;
+
+use abi_stable::library::{LibHeader, RawLibrary, lib_header_from_raw_library};
+use tolk_plugin_api::ffi::header::{HEADER_SYMBOL, MAGIC, PluginHeader};
+
+use super::error::LoadError;
+
+/// An opened library whose tolk header was read. The library stays loaded for the life of
+/// the process (abi_stable never unloads either).
+pub struct Opened {
+    /// The header as the plugin wrote it.
+    pub header: PluginHeader,
+    /// abi_stable's header, not yet checked.
+    pub lib_header: &'static LibHeader,
+}
+
+/// Opens `path` and reads its tolk header. abi_stable's layout check is *not* run here.
+pub fn open(path: &Path) -> Result<Opened, LoadError> {
+    let lib = RawLibrary::load_at(path)
+        .map_err(|e| LoadError::Open { path: path.to_path_buf(), reason: one_line(&e.to_string()) })?;
+    // SAFETY: the symbol is a `PluginHeader` static in every library made by
+    // `export_plugins!`; a library that has the symbol but not our magic is rejected before any
+    // other field is used. `PluginHeader` is `repr(C)`, plain bytes and integers, `Copy`; we
+    // read only `header_size` bytes' worth of known fields (the struct never shrinks).
+    let header = unsafe {
+        // The symbol's value is the static's address, so it is looked up as a pointer.
+        match lib.get::<*const PluginHeader>(format!("{HEADER_SYMBOL}\0").as_bytes()) {
+            Ok(sym) => {
+                let ptr: *const PluginHeader = *sym;
+                if ptr.is_null() {
+                    return Err(LoadError::NotAPlugin { path: path.to_path_buf() });
+                }
+                let magic = std::ptr::read(ptr.cast::<[u8; 8]>());
+                if magic != MAGIC {
+                    return Err(LoadError::NotAPlugin { path: path.to_path_buf() });
+                }
+                std::ptr::read(ptr)
+            }
+            Err(_) => return Err(LoadError::NotAPlugin { path: path.to_path_buf() }),
+        }
+    };
+    if header.abi_major != tolk_plugin_api::ABI_MAJOR || header.abi_minor > tolk_plugin_api::ABI_MINOR {
+        return Err(LoadError::AbiMismatch {
+            path: path.to_path_buf(),
+            crate_name: header.crate_name(),
+            plugin_abi: (header.abi_major, header.abi_minor),
+        });
+    }
+    // SAFETY: the library exported tolk's header with a matching ABI, so it was built by
+    // `export_plugins!`, which exports abi_stable's header under the symbol this reads.
+    let lib_header = unsafe { lib_header_from_raw_library(&lib) }.map_err(|e| LoadError::Abi {
+        path: path.to_path_buf(),
+        summary: "abi_stable could not read the library header".into(),
+        detail: e.to_string(),
+    })?;
+    // Never unload: objects and vtables from the library live as long as the process.
+    std::mem::forget(lib);
+    Ok(Opened { header, lib_header })
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
