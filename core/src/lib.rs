@@ -28,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod logging;
 pub mod plugin_host;
+pub mod router;
 pub mod util;
 
 use clap::Parser;

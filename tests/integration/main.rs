@@ -1,0 +1,10 @@
+//! tolk's integration tests: one binary (links once), a module per area. Everything here runs
+//! real plugin libraries loaded from disk and the real `tolk` binary; run `cargo build
+//! --workspace` first.
+
+mod cli;
+mod config;
+mod conformance;
+mod loading;
+mod readme_plugin;
+mod roundtrip;
