@@ -112,6 +112,8 @@ pub enum PluginsCommand {
 pub enum ChildCommand {
     Describe {
         library: PathBuf,
+        #[arg(long)]
+        full_report: bool,
     },
     Check {
         library: PathBuf,
@@ -288,10 +290,9 @@ fn check_library(library: &Path, config: Option<&Path>, verbose: u8) -> u8 {
         eprintln!("error: {}: no such file", library.display());
         return EXIT_USAGE;
     }
-    match plugin_host::check::run(library, &config) {
+    match plugin_host::check::run(library, &config, verbose > 0) {
         Ok(report) => {
             println!("{report}");
-            let _ = verbose;
             if report.passed() { EXIT_OK } else { EXIT_RUNTIME }
         }
         Err(e) => {
@@ -303,7 +304,7 @@ fn check_library(library: &Path, config: Option<&Path>, verbose: u8) -> u8 {
 
 fn child(what: ChildCommand) -> u8 {
     match what {
-        ChildCommand::Describe { library } => match plugin_host::check::child_describe(&library) {
+        ChildCommand::Describe { library, full_report } => match plugin_host::check::child_describe(&library, full_report) {
             Ok(()) => EXIT_OK,
             Err(e) => {
                 eprintln!("error: {e}");

@@ -186,18 +186,17 @@ fn engine(cx: &mut Ctx, value: Option<toml::Value>) -> Engine {
     let raw = match value {
         None => RawEngine::default(),
         Some(v) => {
-            if let Some(t) = v.as_table() {
-                for secret in ["api_key", "key", "token"] {
-                    if t.contains_key(secret) {
-                        cx.err(
-                            format!("engine.{secret}"),
-                            "API keys do not belong in config files: put the key in an environment variable and name it with api_key_env",
-                        );
-                    }
-                }
-                if ["api_key", "key", "token"].iter().any(|k| t.contains_key(*k)) {
-                    return e;
-                }
+            // A key in the file is refused with a message of its own, not as an unknown key.
+            let secrets: Vec<&str> =
+                ["api_key", "key", "token"].into_iter().filter(|k| v.as_table().is_some_and(|t| t.contains_key(*k))).collect();
+            for secret in &secrets {
+                cx.err(
+                    format!("engine.{secret}"),
+                    "API keys do not belong in config files: put the key in an environment variable and name it with api_key_env",
+                );
+            }
+            if !secrets.is_empty() {
+                return e;
             }
             cx.de::<RawEngine>("engine", v).unwrap_or_default()
         }

@@ -117,12 +117,17 @@ fn kind_from(s: &str) -> Option<PluginKind> {
 }
 
 /// Runs every check on every plugin of the library at `lib`, each in a child process.
-/// `Err` is a one-line reason the library could not be checked at all (it failed to load).
-pub fn run(lib: &Path, config: &CheckConfig) -> Result<Report, String> {
+/// `Err` is a one-line reason the library could not be checked at all (it failed to load);
+/// with `verbose`, the child's whole report (abi_stable's layout dump) is printed first.
+pub fn run(lib: &Path, config: &CheckConfig, verbose: bool) -> Result<Report, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the tolk executable: {e}"))?;
     let lib = lib.canonicalize().map_err(|e| format!("{}: {e}", lib.display()))?;
     let scratch = tempdir()?;
-    let out = run_child(&exe, &["describe".as_ref(), lib.as_os_str()], "", &scratch);
+    let mut describe: Vec<&std::ffi::OsStr> = vec!["describe".as_ref(), lib.as_os_str()];
+    if verbose {
+        describe.push("--full-report".as_ref());
+    }
+    let out = run_child(&exe, &describe, "", &scratch);
     let described: Vec<Described> = match out {
         ChildResult::Done { status_ok: true, stdout, .. } => stdout
             .lines()
@@ -130,7 +135,16 @@ pub fn run(lib: &Path, config: &CheckConfig) -> Result<Report, String> {
             .map(serde_json::from_str)
             .collect::<Result<_, _>>()
             .map_err(|e| format!("{}: unreadable plugin list from the checker child: {e}", lib.display()))?,
-        ChildResult::Done { stderr, .. } => return Err(last_line(&stderr)),
+        ChildResult::Done { stderr, .. } => {
+            if verbose {
+                // Everything but the final error line, which the caller prints.
+                let lines: Vec<&str> = stderr.lines().collect();
+                for l in &lines[..lines.len().saturating_sub(1)] {
+                    eprintln!("{l}");
+                }
+            }
+            return Err(last_line(&stderr));
+        }
         ChildResult::Crashed(why) => return Err(format!("{}: crashed while loading: {why}", lib.display())),
     };
     let mut report = Report::default();
@@ -275,9 +289,13 @@ fn signal_name(sig: i32) -> &'static str {
 }
 
 /// Child side of `describe`: prints one JSON line per plugin. Exit 2 with a one-line error
-/// when the library does not load.
-pub fn child_describe(lib: &Path) -> Result<(), LoadError> {
-    let lib = load_one(lib)?;
+/// when the library does not load (preceded by the full report when `verbose`).
+pub fn child_describe(lib: &Path, verbose: bool) -> Result<(), LoadError> {
+    let lib = load_one(lib).inspect_err(|e| {
+        if verbose && let Some(detail) = e.detail() {
+            eprintln!("{detail}");
+        }
+    })?;
     let mut out = std::io::stdout().lock();
     for d in &lib.descriptors {
         let line =
