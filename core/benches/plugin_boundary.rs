@@ -32,7 +32,11 @@ fn bench(c: &mut Criterion) {
     let mut search = SearchPath::default();
     search.dirs.push((plugin_dir(), Origin::Default));
     let reg = Registry::discover(&search);
-    let host = || HostServices { instance_id: "bench".into(), plugin_id: "tolk.captions".into(), config_dir: std::env::temp_dir() };
+    let host = || HostServices {
+        instance_id: "bench".into(),
+        plugin_id: "tolk.captions".into(),
+        config_dir: std::env::temp_dir(),
+    };
     // The captions sink takes no audio: its on_audio is the trait's default no-op, so what is
     // measured is the boundary itself (vtable call, panic guard, poison check).
     let mut sink = reg

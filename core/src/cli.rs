@@ -304,13 +304,15 @@ fn check_library(library: &Path, config: Option<&Path>, verbose: u8) -> u8 {
 
 fn child(what: ChildCommand) -> u8 {
     match what {
-        ChildCommand::Describe { library, full_report } => match plugin_host::check::child_describe(&library, full_report) {
-            Ok(()) => EXIT_OK,
-            Err(e) => {
-                eprintln!("error: {e}");
-                EXIT_USAGE
+        ChildCommand::Describe { library, full_report } => {
+            match plugin_host::check::child_describe(&library, full_report) {
+                Ok(()) => EXIT_OK,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    EXIT_USAGE
+                }
             }
-        },
+        }
         ChildCommand::Check { library, kind, id, check, config_dir } => {
             match plugin_host::check::child_check(&library, &kind, &id, &check, &config_dir) {
                 Ok(()) => EXIT_OK,

@@ -19,9 +19,11 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
 /// The candidate closest to `word`, if it is close enough to be a plausible typo.
 pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
     let limit = (word.chars().count() / 3).max(2);
+    // One a prefix of the other ("interp" for "interpreter") is as plausible as a typo.
+    let prefix = |c: &str| c.len().min(word.len()) >= 3 && (c.starts_with(word) || word.starts_with(c));
     candidates
         .into_iter()
-        .map(|c| (edit_distance(word, c), c))
+        .map(|c| (if prefix(c) { 1 } else { edit_distance(word, c) }, c))
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, c)| (*d, c.to_string()))
         .map(|(_, c)| c.to_string())
@@ -48,5 +50,6 @@ mod tests {
         assert_eq!(closest("com.acme.x", ["tolk.tone", "tolk.wav"]), None);
         assert_eq!(did_you_mean("captons", ["captions", "file"]), " (did you mean \"captions\"?)");
         assert_eq!(did_you_mean("zzz", ["captions"]), "");
+        assert_eq!(did_you_mean("interpreter", ["interp", "file"]), " (did you mean \"interp\"?)");
     }
 }

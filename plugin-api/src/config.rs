@@ -51,7 +51,13 @@ pub fn describe(path: &str, message: &str) -> String {
     {
         return format!("{}: missing required key", join_key(path, key));
     }
-    let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut message = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    // toml's own errors end with ` in `key``, which the path already says.
+    if let Some(i) = message.rfind(" in `")
+        && message.ends_with('`')
+    {
+        message.truncate(i);
+    }
     if path.is_empty() { message } else { format!("{path}: {message}") }
 }
 

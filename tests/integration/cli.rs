@@ -10,7 +10,12 @@ fn help_lists_every_command() {
         assert!(r.stdout.contains(cmd), "--help does not mention {cmd}:\n{}", r.stdout);
     }
     assert!(!r.stdout.contains("__child"), "hidden command leaked into --help");
-    for sub in [&["check", "--help"][..], &["plugins", "--help"], &["plugins", "check", "--help"], &["plugins", "list", "--help"]] {
+    for sub in [
+        &["check", "--help"][..],
+        &["plugins", "--help"],
+        &["plugins", "check", "--help"],
+        &["plugins", "list", "--help"],
+    ] {
         let r = run(tolk().args(sub));
         assert_eq!(r.code, 0, "{sub:?}");
         assert!(r.stdout.contains("Usage:"), "{sub:?}:\n{}", r.stdout);

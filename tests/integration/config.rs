@@ -48,7 +48,11 @@ fn errors(r: &tolk_tests::Run) -> Vec<String> {
 fn the_good_config_passes() {
     let r = check(GOOD);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stdout.starts_with("x.toml: ok — 1 source, 2 routes, 1 prompt provider, 2 sink instances"), "{}", r.stdout);
+    assert!(
+        r.stdout.starts_with("x.toml: ok — 1 source, 2 routes, 1 prompt provider, 2 sink instances"),
+        "{}",
+        r.stdout
+    );
     assert!(r.stdout.contains("stage (en) → es, fr  sinks: file"), "{}", r.stdout);
 }
 
@@ -75,7 +79,9 @@ const CASES: &[(&str, &str, &str, &[&str])] = &[
         "unknown section",
         "[engine]",
         "[engin]",
-        &[r#"x.toml: engin: unknown section (did you mean "engine"?) (expected one of: engine, plugins, source, prompt, route, sink)"#],
+        &[
+            r#"x.toml: engin: unknown section (did you mean "engine"?) (expected one of: engine, plugins, source, prompt, route, sink)"#,
+        ],
     ),
     (
         "unknown key",
@@ -89,17 +95,14 @@ const CASES: &[(&str, &str, &str, &[&str])] = &[
         "language = 5",
         &["x.toml: source[0].language: invalid type: integer `5`, expected a string"],
     ),
-    (
-        "missing key",
-        "language = \"en\"",
-        "",
-        &["x.toml: source[0].language: missing required key"],
-    ),
+    ("missing key", "language = \"en\"", "", &["x.toml: source[0].language: missing required key"]),
     (
         "missing plugin",
         "plugin = \"tolk.wav\"",
         "plugin = \"tolk.wavv\"",
-        &[r#"x.toml: sink[0].plugin: no sink plugin with id "tolk.wavv" (did you mean "tolk.wav"?); `tolk plugins` lists what is installed"#],
+        &[
+            r#"x.toml: sink[0].plugin: no sink plugin with id "tolk.wavv" (did you mean "tolk.wav"?); `tolk plugins` lists what is installed"#,
+        ],
     ),
     (
         "plugin of the wrong kind",
@@ -144,7 +147,9 @@ const CASES: &[(&str, &str, &str, &[&str])] = &[
         "bad source language",
         "language = \"en\"",
         "language = \"english\"",
-        &[r#"x.toml: source[0].language: "english" is not a language tag (expected a 2- or 3-letter code such as "en", "es", "pt-BR")"#],
+        &[
+            r#"x.toml: source[0].language: "english" is not a language tag (expected a 2- or 3-letter code such as "en", "es", "pt-BR")"#,
+        ],
     ),
     (
         "underscore language tag",
@@ -175,25 +180,33 @@ const CASES: &[(&str, &str, &str, &[&str])] = &[
         "unknown voice",
         "voice = \"marin\"",
         "voice = \"marine\"",
-        &[r#"x.toml: route[0].voice: unknown voice "marine" (did you mean "marin"?) (expected one of: alloy, ash, ballad, cedar, coral, echo, marin, sage, shimmer, verse)"#],
+        &[
+            r#"x.toml: route[0].voice: unknown voice "marine" (did you mean "marin"?) (expected one of: alloy, ash, ballad, cedar, coral, echo, marin, sage, shimmer, verse)"#,
+        ],
     ),
     (
         "unknown failure policy",
         "voice = \"marin\"",
         "voice = \"marin\"\non_plugin_failure = \"restrat\"",
-        &[r#"x.toml: route[0].on_plugin_failure: unknown policy "restrat" (did you mean "restart"?) (expected one of: stop-route, restart, exit)"#],
+        &[
+            r#"x.toml: route[0].on_plugin_failure: unknown policy "restrat" (did you mean "restart"?) (expected one of: stop-route, restart, exit)"#,
+        ],
     ),
     (
         "unknown provider",
         "provider = \"local\"",
         "provider = \"opneai\"",
-        &[r#"x.toml: engine.provider: unknown provider "opneai" (did you mean "openai"?) (expected one of: local, openai, openai-translate, azure)"#],
+        &[
+            r#"x.toml: engine.provider: unknown provider "opneai" (did you mean "openai"?) (expected one of: local, openai, openai-translate, azure)"#,
+        ],
     ),
     (
         "API key in the file",
         "provider = \"local\"",
         "provider = \"openai\"\napi_key = \"sk-secret\"",
-        &["x.toml: engine.api_key: API keys do not belong in config files: put the key in an environment variable and name it with api_key_env"],
+        &[
+            "x.toml: engine.api_key: API keys do not belong in config files: put the key in an environment variable and name it with api_key_env",
+        ],
     ),
     (
         "azure without deployment",
@@ -238,7 +251,9 @@ const CASES: &[(&str, &str, &str, &[&str])] = &[
         "unknown key in a plugin's own table",
         "frequency_hz = 440.0",
         "freq = 440.0",
-        &["x.toml: source[0].config.freq: unknown key (expected one of: frequency_hz, amplitude, sample_rate, duration_ms, realtime)"],
+        &[
+            "x.toml: source[0].config.freq: unknown key (expected one of: frequency_hz, amplitude, sample_rate, duration_ms, realtime)",
+        ],
     ),
     (
         "a plugin's own validation",
@@ -246,7 +261,12 @@ const CASES: &[(&str, &str, &str, &[&str])] = &[
         "frequency_hz = 30000.0",
         &["x.toml: source[0].config.frequency_hz: 30000 Hz must be above 0 and below half the sample rate"],
     ),
-    ("TOML syntax", "voice = \"marin\"", "voice = marin", &["x.toml: invalid TOML at line 18: string values must be quoted, expected literal string"]),
+    (
+        "TOML syntax",
+        "voice = \"marin\"",
+        "voice = marin",
+        &["x.toml: invalid TOML at line 19: string values must be quoted, expected literal string"],
+    ),
 ];
 
 #[test]
@@ -258,7 +278,8 @@ fn bad_configs_give_exit_2_and_one_line_per_problem() {
         let r = check(&GOOD.replacen(from, to, 1));
         let got = errors(&r);
         if r.code != 2 || got != *want {
-            failures.push(format!("{what}: exit {}\n  want: {want:?}\n  got:  {got:?}\n  stderr: {}", r.code, r.stderr));
+            failures
+                .push(format!("{what}: exit {}\n  want: {want:?}\n  got:  {got:?}\n  stderr: {}", r.code, r.stderr));
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
@@ -266,10 +287,10 @@ fn bad_configs_give_exit_2_and_one_line_per_problem() {
 
 #[test]
 fn every_problem_is_reported_together() {
-    let text = GOOD.replace("voice = \"marin\"", "voice = \"marine\"").replace("sinks = [\"file\"]", "sinks = [\"fil\"]").replace(
-        "plugin = \"tolk.wav\"",
-        "plugin = \"tolk.wavv\"",
-    );
+    let text = GOOD
+        .replace("voice = \"marin\"", "voice = \"marine\"")
+        .replace("sinks = [\"file\"]", "sinks = [\"fil\"]")
+        .replace("plugin = \"tolk.wav\"", "plugin = \"tolk.wavv\"");
     let r = check(&text);
     assert_eq!(r.code, 2);
     let got = errors(&r);
@@ -290,7 +311,9 @@ fn per_language_sinks_are_created_per_language_and_check_their_own_config() {
 
 #[test]
 fn a_missing_input_file_is_named() {
-    let text = GOOD.replace("plugin = \"tolk.tone\"", "plugin = \"tolk.wav\"").replace("frequency_hz = 440.0", "path = \"nowhere.wav\"");
+    let text = GOOD
+        .replace("plugin = \"tolk.tone\"", "plugin = \"tolk.wav\"")
+        .replace("frequency_hz = 440.0", "path = \"nowhere.wav\"");
     let r = check(&text);
     assert_eq!(r.code, 2, "{}", r.stderr);
     let got = errors(&r);

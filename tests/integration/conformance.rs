@@ -54,11 +54,23 @@ fn interpreter_prompt_passes() {
 fn skipping_a_check_by_name() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("c.toml"), "[checks]\nskip = [\"full-writer\"]\n").unwrap();
-    let r = run(tolk().args(["plugins", "check"]).arg(builtin("tolk_source_tone")).arg("--config").arg(dir.path().join("c.toml")));
+    let r = run(tolk()
+        .args(["plugins", "check"])
+        .arg(builtin("tolk_source_tone"))
+        .arg("--config")
+        .arg(dir.path().join("c.toml")));
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.lines().any(|l| l.starts_with("skip") && l.contains("full-writer")), "{}", r.stdout);
     std::fs::write(dir.path().join("c.toml"), "[checks]\nskip = [\"ful-writer\"]\n").unwrap();
-    let r = run(tolk().args(["plugins", "check"]).arg(builtin("tolk_source_tone")).arg("--config").arg(dir.path().join("c.toml")));
+    let r = run(tolk()
+        .args(["plugins", "check"])
+        .arg(builtin("tolk_source_tone"))
+        .arg("--config")
+        .arg(dir.path().join("c.toml")));
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("checks.skip: no check called \"ful-writer\" (did you mean \"full-writer\"?)"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("checks.skip: no check called \"ful-writer\" (did you mean \"full-writer\"?)"),
+        "{}",
+        r.stderr
+    );
 }

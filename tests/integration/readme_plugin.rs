@@ -10,7 +10,8 @@ use tolk_tests::{cargo_build, lib_file, root, run, target_dir, tolk};
 
 /// The fenced block of `lang` whose first line is `marker`.
 fn block(readme: &str, lang: &str, marker: &str) -> String {
-    let start = readme.find(&format!("```{lang}\n{marker}\n")).unwrap_or_else(|| panic!("README has no {marker} block"));
+    let start =
+        readme.find(&format!("```{lang}\n{marker}\n")).unwrap_or_else(|| panic!("README has no {marker} block"));
     let body = &readme[start + lang.len() + 4..];
     body[..body.find("\n```").expect("closed block")].to_string()
 }
@@ -51,7 +52,11 @@ fn run_sink(plugin_dir: &Path, out: &Path) {
     let reg = Registry::discover(&search);
     assert!(reg.errors.is_empty(), "{:?}", reg.errors.iter().map(ToString::to_string).collect::<Vec<_>>());
     assert!(reg.get(PluginKind::Sink, "com.acme.transcript-txt").is_some());
-    let host = HostServices { instance_id: "t:es".into(), plugin_id: "com.acme.transcript-txt".into(), config_dir: out.to_path_buf() };
+    let host = HostServices {
+        instance_id: "t:es".into(),
+        plugin_id: "com.acme.transcript-txt".into(),
+        config_dir: out.to_path_buf(),
+    };
     let mut sink = reg.create_sink("com.acme.transcript-txt", "path = \"es.txt\"", host).unwrap();
     sink.start().unwrap();
     for e in [

@@ -27,7 +27,8 @@ fn wav_source_to_wav_sink_is_bit_exact() {
     write_wav_i16(&dir.path().join("in.wav"), 24_000, 1, &input);
 
     let reg = Registry::discover(&SearchPath::new(&[]));
-    let mut source = reg.create_source("tolk.wav", "path = \"in.wav\"\nrealtime = false", host("in", dir.path())).unwrap();
+    let mut source =
+        reg.create_source("tolk.wav", "path = \"in.wav\"\nrealtime = false", host("in", dir.path())).unwrap();
     let mut sink = reg.create_sink("tolk.wav", "path = \"out.wav\"", host("out", dir.path())).unwrap();
     let src_fmt = source.format().unwrap();
     let sink_fmt = sink.format().unwrap().unwrap();

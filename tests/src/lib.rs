@@ -115,7 +115,8 @@ pub fn run(cmd: &mut Command) -> Run {
 
 /// Writes a 16-bit WAV.
 pub fn write_wav_i16(path: &Path, rate: u32, channels: u16, samples: &[i16]) {
-    let spec = hound::WavSpec { channels, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let spec =
+        hound::WavSpec { channels, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
     let mut w = hound::WavWriter::create(path, spec).expect("create wav");
     for &s in samples {
         w.write_sample(s).expect("write sample");

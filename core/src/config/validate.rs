@@ -23,6 +23,9 @@ const SECTIONS: &[&str] = &["engine", "plugins", "source", "prompt", "route", "s
 struct Ctx {
     file: String,
     errors: Vec<ConfigError>,
+    /// `(section, id)` of entries that were rejected: references to them are not reported again
+    /// as dangling, so one mistake gives one line.
+    rejected: BTreeSet<(&'static str, String)>,
 }
 
 impl Ctx {
@@ -84,13 +87,13 @@ fn empty(file: String, dir: PathBuf) -> Config {
 
 /// [`parse`] on text already read; `file` names it in messages, `dir` anchors relative paths.
 pub fn parse_str(text: &str, file: &str, dir: &Path) -> (Config, Vec<ConfigError>) {
-    let mut cx = Ctx { file: file.to_string(), errors: vec![] };
+    let mut cx = Ctx { file: file.to_string(), errors: vec![], rejected: BTreeSet::new() };
     let mut config = empty(file.to_string(), dir.to_path_buf());
     let table: toml::Table = match text.parse() {
         Ok(t) => t,
         Err(e) => {
             let e: toml::de::Error = e;
-            let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1)).unwrap_or(1);
+            let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1).unwrap_or(1);
             cx.err("", format!("invalid TOML at line {line}: {}", e.message().trim()));
             return (config, cx.errors);
         }
@@ -134,6 +137,7 @@ pub fn parse_str(text: &str, file: &str, dir: &Path) -> (Config, Vec<ConfigError
             Ok(l) => l,
             Err(e) => {
                 cx.err(format!("{key}.language"), e);
+                cx.rejected.insert(("source", s.id));
                 continue;
             }
         };
@@ -158,8 +162,12 @@ pub fn parse_str(text: &str, file: &str, dir: &Path) -> (Config, Vec<ConfigError
             config.routes.push(route);
         }
     }
-    // Allowed, but probably not what the user meant.
-    if config.routes.is_empty() && cx.errors.is_empty() {
+    // Allowed, but probably not what the user meant; not worth saying while there are errors
+    // (a rejected route leaves its sinks looking unused).
+    if !cx.errors.is_empty() {
+        return (config, cx.errors);
+    }
+    if config.routes.is_empty() {
         config.warnings.push(format!("{file}: no [[route]]: nothing will be interpreted"));
     }
     for s in &config.sources {
@@ -187,8 +195,10 @@ fn engine(cx: &mut Ctx, value: Option<toml::Value>) -> Engine {
         None => RawEngine::default(),
         Some(v) => {
             // A key in the file is refused with a message of its own, not as an unknown key.
-            let secrets: Vec<&str> =
-                ["api_key", "key", "token"].into_iter().filter(|k| v.as_table().is_some_and(|t| t.contains_key(*k))).collect();
+            let secrets: Vec<&str> = ["api_key", "key", "token"]
+                .into_iter()
+                .filter(|k| v.as_table().is_some_and(|t| t.contains_key(*k)))
+                .collect();
             for secret in &secrets {
                 cx.err(
                     format!("engine.{secret}"),
@@ -257,7 +267,7 @@ fn engine(cx: &mut Ctx, value: Option<toml::Value>) -> Engine {
 }
 
 /// Deserializes `[[name]]` element by element, so one bad element does not hide the others.
-fn array<T: DeserializeOwned>(cx: &mut Ctx, table: &mut toml::Table, name: &str) -> Vec<(String, T)> {
+fn array<T: DeserializeOwned>(cx: &mut Ctx, table: &mut toml::Table, name: &'static str) -> Vec<(String, T)> {
     match table.remove(name) {
         None => vec![],
         Some(toml::Value::Array(items)) => items
@@ -269,7 +279,14 @@ fn array<T: DeserializeOwned>(cx: &mut Ctx, table: &mut toml::Table, name: &str)
                     cx.err(&key, format!("expected a table ([[{name}]])"));
                     return None;
                 }
-                cx.de::<T>(&key, v).map(|t| (key, t))
+                let id = v.get("id").and_then(toml::Value::as_str).map(str::to_string);
+                let parsed = cx.de::<T>(&key, v).map(|t| (key, t));
+                if parsed.is_none()
+                    && let Some(id) = id
+                {
+                    cx.rejected.insert((name, id));
+                }
+                parsed
             })
             .collect(),
         Some(_) => {
@@ -315,8 +332,12 @@ fn route(
     routed: &mut BTreeMap<(String, String), String>,
 ) -> Option<RouteSpec> {
     let before = cx.errors.len();
+    // A reference to an entry already reported as invalid fails the route without a line.
+    let mut quiet_failure = false;
     let source = config.source(&r.source);
-    if source.is_none() {
+    if source.is_none() && cx.rejected.contains(&("source", r.source.clone())) {
+        quiet_failure = true;
+    } else if source.is_none() {
         cx.err(
             format!("{key}.source"),
             format!(
@@ -359,6 +380,10 @@ fn route(
         );
     }
     if let Some(p) = &r.prompt
+        && cx.rejected.contains(&("prompt", p.clone()))
+    {
+        quiet_failure = true;
+    } else if let Some(p) = &r.prompt
         && !config.prompts.iter().any(|x| &x.id == p)
     {
         cx.err(
@@ -370,6 +395,8 @@ fn route(
     for (i, s) in r.sinks.iter().enumerate() {
         if sinks.contains(s) {
             cx.err(format!("{key}.sinks[{i}]"), format!("sink \"{s}\" is listed twice"));
+        } else if cx.rejected.contains(&("sink", s.clone())) {
+            quiet_failure = true;
         } else if !config.sinks.iter().any(|x| &x.id == s) {
             cx.err(
                 format!("{key}.sinks[{i}]"),
@@ -396,7 +423,7 @@ fn route(
             FailurePolicy::StopRoute
         }
     };
-    (cx.errors.len() == before).then(|| RouteSpec {
+    (cx.errors.len() == before && !quiet_failure).then(|| RouteSpec {
         source: r.source,
         to,
         voice: r.voice,
@@ -422,7 +449,7 @@ pub struct PluginCheck {
 /// run` would, without starting it), so that each plugin validates its own table.
 pub fn check_plugins(config: &Config, registry: &Registry) -> PluginCheck {
     let mut out = PluginCheck::default();
-    let mut cx = Ctx { file: config.file.clone(), errors: vec![] };
+    let mut cx = Ctx { file: config.file.clone(), errors: vec![], rejected: BTreeSet::new() };
     let mut missing = false;
     let host = |id: &str, plugin: &str| HostServices {
         instance_id: id.to_string(),
