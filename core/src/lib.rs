@@ -24,6 +24,7 @@
 //! Plugin code runs only on threads the host owns (or the plugin's own), never inside an
 //! async task.
 
+pub mod audio;
 pub mod cli;
 pub mod config;
 pub mod logging;
