@@ -29,7 +29,9 @@ pub mod cli;
 pub mod config;
 pub mod logging;
 pub mod plugin_host;
+pub mod realtime;
 pub mod router;
+pub mod serve;
 pub mod util;
 
 use clap::Parser;

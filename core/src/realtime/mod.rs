@@ -1,0 +1,1 @@
+//! Realtime sessions: the protocol client (GA, Realtime Translation, legacy preview codecs).

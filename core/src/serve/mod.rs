@@ -1,0 +1,1 @@
+//! `tolk serve`: tolk's own Realtime-compatible WebSocket server.
