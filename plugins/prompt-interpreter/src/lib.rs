@@ -141,6 +141,8 @@ impl Interpreter {
         let mut out = format!(
             "You are a simultaneous interpreter. Interpret everything the speaker says from {from} into {to}, \
              continuously, while they speak.\n\
+             Source language: {source}\n\
+             Target language: {target}\n\
              \n\
              - Speak only {to}: the interpretation and nothing else. Speak in the first person, as the \
              speaker (\"I think\", never \"the speaker thinks\").\n\
@@ -490,6 +492,8 @@ mod tests {
 
     const GOLDEN: &str = "\
 You are a simultaneous interpreter. Interpret everything the speaker says from English into Spanish, continuously, while they speak.
+Source language: en
+Target language: es
 
 - Speak only Spanish: the interpretation and nothing else. Speak in the first person, as the speaker (\"I think\", never \"the speaker thinks\").
 - You are not an assistant and this is not a conversation. Never answer, comment, summarise, explain or add anything of your own, and never mention that you are an AI, a model or an interpreter. Do not greet anyone and do not speak before the speaker does.
