@@ -87,6 +87,18 @@ macro_rules! export_plugins {
                     })*)?
                     ::std::option::Option::None
                 }
+                fn devices(
+                    kind: $crate::PluginKind,
+                    id: &str,
+                ) -> ::std::option::Option<::std::result::Result<::std::vec::Vec<$crate::device::DeviceInfo>, $crate::PluginError>> {
+                    $($(if kind == $crate::PluginKind::Source && id == <$source as $crate::AudioSource>::ID {
+                        return ::std::option::Option::Some(<$source as $crate::AudioSource>::devices());
+                    })*)?
+                    $($(if kind == $crate::PluginKind::Sink && id == <$sink as $crate::OutputSink>::ID {
+                        return ::std::option::Option::Some(<$sink as $crate::OutputSink>::devices());
+                    })*)?
+                    ::std::option::Option::None
+                }
             }
 
             const _: () = $crate::__private::check_ids(&[

@@ -42,6 +42,8 @@
 //! - [`source`], [`prompt`], [`sink`]: the three author traits;
 //! - [`host`]: [`Host`] and [`AudioWriter`], implemented by tolk;
 //! - [`config`]: config parsing with key-naming errors;
+//! - [`dsp`]: real-time-safe helpers for sinks (the floor [`dsp::Ducker`]);
+//! - [`device`]: the optional device-listing capability (`tolk.devices/1`);
 //! - `testing` (feature `testing`): the conformance kit;
 //! - `ffi` (hidden): the ABI mirror traits, root module and adapters.
 //!
@@ -51,6 +53,8 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod device;
+pub mod dsp;
 mod export;
 #[doc(hidden)]
 pub mod ffi;
@@ -68,8 +72,8 @@ pub use prompt::PromptProvider;
 pub use sink::OutputSink;
 pub use source::AudioSource;
 pub use types::{
-    AudioBlock, AudioFormat, Descriptor, ErrorKind, LogLevel, PluginError, PluginKind, Prompt, PromptRequest,
-    SampleFormat, Samples, TextEvent, TextRole,
+    AudioBlock, AudioFormat, AudioRole, Descriptor, ErrorKind, LogLevel, PluginError, PluginKind, Prompt,
+    PromptRequest, SampleFormat, Samples, TextEvent, TextRole,
 };
 
 /// Re-exported so plugin configs can `#[derive(Deserialize)]` without their own serde line
@@ -87,7 +91,7 @@ pub const API_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub mod prelude {
     pub use crate::serde::Deserialize;
     pub use crate::{
-        AudioBlock, AudioFormat, AudioSource, AudioWriter, Host, LogLevel, OutputSink, PluginError, Prompt,
+        AudioBlock, AudioFormat, AudioRole, AudioSource, AudioWriter, Host, LogLevel, OutputSink, PluginError, Prompt,
         PromptProvider, PromptRequest, SampleFormat, Samples, TextEvent, TextRole,
     };
 }

@@ -2,7 +2,7 @@
 
 use serde::de::DeserializeOwned;
 
-use crate::{AudioBlock, AudioFormat, Host, PluginError, TextEvent};
+use crate::{AudioBlock, AudioFormat, Host, PluginError, TextEvent, device::DeviceInfo};
 
 /// A plugin that receives audio blocks and text events: a recorder, a caption writer, a
 /// loudspeaker, a streaming platform.
@@ -27,6 +27,11 @@ pub trait OutputSink: Sized + Send + 'static {
     /// A config table body (TOML) this plugin accepts. `{lang}` in a value makes the host
     /// create one instance per target language.
     const EXAMPLE_CONFIG: &'static str = "";
+
+    /// Optional capabilities, CLAP-style ids (`vendor.name/REV`), written into the descriptor.
+    /// Built-in ones: [`device::CAPABILITY`](crate::device::CAPABILITY) (implement
+    /// [`devices`](Self::devices) too).
+    const CAPABILITIES: &'static [&'static str] = &[];
 
     /// The plugin's own config table (`[sink.config]`); use `#[serde(deny_unknown_fields)]`.
     type Config: DeserializeOwned;
@@ -84,5 +89,14 @@ pub trait OutputSink: Sized + Send + 'static {
     /// keep files valid at every `flush` too.
     fn stop(&mut self) -> Result<(), PluginError> {
         Ok(())
+    }
+
+    /// The output devices this plugin can open, for `tolk devices`: only for plugins that list
+    /// [`device::CAPABILITY`](crate::device::CAPABILITY) in [`CAPABILITIES`](Self::CAPABILITIES).
+    /// No instance is needed; the names are what `device = "…"` in the config accepts.
+    ///
+    /// `[control]` may block briefly (≤ 2 s) while the backend enumerates.
+    fn devices() -> Result<Vec<DeviceInfo>, PluginError> {
+        Err(PluginError::unsupported(format!("{} does not list devices", Self::ID)))
     }
 }

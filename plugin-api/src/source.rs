@@ -2,7 +2,7 @@
 
 use serde::de::DeserializeOwned;
 
-use crate::{AudioFormat, AudioWriter, Host, PluginError};
+use crate::{AudioFormat, AudioWriter, Host, PluginError, device::DeviceInfo};
 
 /// A plugin that produces audio and pushes it to the host.
 ///
@@ -39,6 +39,11 @@ pub trait AudioSource: Sized + Send + 'static {
     /// A config table body (TOML) this plugin accepts; docs and the conformance kit use it.
     const EXAMPLE_CONFIG: &'static str = "";
 
+    /// Optional capabilities, CLAP-style ids (`vendor.name/REV`), written into the descriptor.
+    /// Built-in ones: [`device::CAPABILITY`](crate::device::CAPABILITY) (implement
+    /// [`devices`](Self::devices) too).
+    const CAPABILITIES: &'static [&'static str] = &[];
+
     /// The plugin's own config table, deserialized from the `[source.config]` table. Use
     /// `#[serde(deny_unknown_fields)]` so a misspelt key is reported, not ignored.
     type Config: DeserializeOwned;
@@ -67,5 +72,14 @@ pub trait AudioSource: Sized + Send + 'static {
     /// `[control]` may block for as long as joining takes (≤ 2 s).
     fn stop(&mut self) -> Result<(), PluginError> {
         Ok(())
+    }
+
+    /// The input devices this plugin can open, for `tolk devices`: only for plugins that list
+    /// [`device::CAPABILITY`](crate::device::CAPABILITY) in [`CAPABILITIES`](Self::CAPABILITIES).
+    /// No instance is needed; the names are what `device = "…"` in the config accepts.
+    ///
+    /// `[control]` may block briefly (≤ 2 s) while the backend enumerates.
+    fn devices() -> Result<Vec<DeviceInfo>, PluginError> {
+        Err(PluginError::unsupported(format!("{} does not list devices", Self::ID)))
     }
 }

@@ -110,10 +110,41 @@ impl Samples<'_> {
     }
 }
 
+/// What a block of audio handed to a sink carries: the interpretation, or the original
+/// speech (the *floor*) for mixing underneath it.
+///
+/// A route configured to mix the floor sends each of its sinks the source's own audio as
+/// `Floor` blocks, interleaved with the `Translation` blocks, both in the sink's format and
+/// each on its own stream clock ([`AudioBlock::frame_offset`]). A sink that does not mix the
+/// floor ignores `Floor` blocks; one that does (the speaker and WAV sinks with `floor_mix`)
+/// plays them ducked under the translation, e.g. with [`dsp::Ducker`](crate::dsp::Ducker).
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum AudioRole {
+    /// The interpretation: what a sink plays or records (the default).
+    #[default]
+    Translation = 0,
+    /// The original speech of the route's source, for sinks that mix it under the
+    /// translation. Real time: one block per source block, in stream order.
+    Floor = 1,
+}
+
+impl fmt::Display for AudioRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AudioRole::Translation => "translation",
+            AudioRole::Floor => "floor",
+        })
+    }
+}
+
 /// A block of interleaved audio handed to a sink, with where it sits in its stream.
 ///
 /// The host delivers blocks in the format the sink asked for ([`OutputSink::format`]); the
-/// block's [`format`](AudioBlock::format) says so explicitly.
+/// block's [`format`](AudioBlock::format) says so explicitly. Its [`role`](AudioBlock::role)
+/// says whether it is the translation ([`AudioBlock::new`]) or the original speech for a
+/// floor mix ([`AudioBlock::floor`] / [`with_role`](AudioBlock::with_role)); sinks that do
+/// not mix the floor must ignore [`AudioRole::Floor`] blocks.
 ///
 /// [`OutputSink::format`]: crate::OutputSink::format
 #[repr(C)]
@@ -124,6 +155,7 @@ pub struct AudioBlock<'a> {
     f32_samples: RSlice<'a, f32>,
     frame_offset: u64,
     language: RStr<'a>,
+    role: AudioRole,
 }
 
 impl<'a> AudioBlock<'a> {
@@ -135,7 +167,31 @@ impl<'a> AudioBlock<'a> {
             Samples::F32(s) => (RSlice::empty(), RSlice::from_slice(s)),
         };
         let format = AudioFormat { sample: samples.sample_format(), ..format };
-        AudioBlock { format, i16_samples, f32_samples, frame_offset, language: RStr::from_str(language) }
+        AudioBlock {
+            format,
+            i16_samples,
+            f32_samples,
+            frame_offset,
+            language: RStr::from_str(language),
+            role: AudioRole::Translation,
+        }
+    }
+
+    /// A block of the original speech (the floor), for sinks that mix it under the
+    /// translation: [`new`](Self::new) with role [`AudioRole::Floor`]. `language` is the
+    /// source's language.
+    pub fn floor(format: AudioFormat, samples: Samples<'a>, frame_offset: u64, language: &'a str) -> Self {
+        Self::new(format, samples, frame_offset, language).with_role(AudioRole::Floor)
+    }
+
+    /// The same block with another role.
+    pub fn with_role(self, role: AudioRole) -> Self {
+        AudioBlock { role, ..self }
+    }
+
+    /// Translation (the default) or floor; see [`AudioRole`].
+    pub fn role(&self) -> AudioRole {
+        self.role
     }
 
     /// The stream's format; `format().sample` matches [`samples`](Self::samples).

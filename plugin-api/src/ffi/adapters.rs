@@ -23,7 +23,7 @@ use super::{
 };
 use crate::{
     AudioBlock, AudioFormat, AudioSource, AudioWriter, Descriptor, ErrorKind, Host, OutputSink, PluginError,
-    PluginKind, Prompt, PromptProvider, PromptRequest, TextEvent, config::parse_config,
+    PluginKind, Prompt, PromptProvider, PromptRequest, TextEvent, config::parse_config, device::DeviceInfo,
 };
 
 /// Text of a panic payload (`&str` or `String`), or a placeholder.
@@ -168,7 +168,7 @@ pub fn new_sink<T: OutputSink>(config: &str, host: HostBox) -> Result<SinkBox, P
 
 /// The descriptor of a source type.
 pub fn source_descriptor<T: AudioSource>() -> Descriptor {
-    Descriptor::new(T::ID, PluginKind::Source, T::NAME, T::VERSION, T::DESCRIPTION, T::EXAMPLE_CONFIG, &[])
+    Descriptor::new(T::ID, PluginKind::Source, T::NAME, T::VERSION, T::DESCRIPTION, T::EXAMPLE_CONFIG, T::CAPABILITIES)
 }
 
 /// The descriptor of a prompt provider type.
@@ -178,7 +178,7 @@ pub fn prompt_descriptor<T: PromptProvider>() -> Descriptor {
 
 /// The descriptor of a sink type.
 pub fn sink_descriptor<T: OutputSink>() -> Descriptor {
-    Descriptor::new(T::ID, PluginKind::Sink, T::NAME, T::VERSION, T::DESCRIPTION, T::EXAMPLE_CONFIG, &[])
+    Descriptor::new(T::ID, PluginKind::Sink, T::NAME, T::VERSION, T::DESCRIPTION, T::EXAMPLE_CONFIG, T::CAPABILITIES)
 }
 
 /// What the export macro implements for a library: the list of its plugins and a dispatch
@@ -192,6 +192,8 @@ pub trait Exports: 'static {
     fn new_prompt(id: &str, config: &str, host: HostBox) -> Option<Result<PromptBox, PluginError>>;
     /// Constructs the sink with `id`.
     fn new_sink(id: &str, config: &str, host: HostBox) -> Option<Result<SinkBox, PluginError>>;
+    /// The devices of the source or sink with `id` (`tolk.devices/1`).
+    fn devices(kind: PluginKind, id: &str) -> Option<Result<Vec<DeviceInfo>, PluginError>>;
 }
 
 fn unknown(kind: PluginKind, id: &str) -> PluginError {
@@ -230,6 +232,13 @@ extern "C" fn ffi_new_sink<E: Exports>(id: RStr<'_>, config: RStr<'_>, host: Hos
     })
 }
 
+extern "C" fn ffi_devices<E: Exports>(kind: PluginKind, id: RStr<'_>) -> RResult<RVec<DeviceInfo>, PluginError> {
+    guard("devices", || match E::devices(kind, id.as_str()) {
+        Some(r) => r.map(RVec::from),
+        None => Err(unknown(kind, id.as_str())),
+    })
+}
+
 /// The root module for the library whose plugins `E` lists.
 pub fn root_module<E: Exports>() -> PluginLibRef {
     PluginLib {
@@ -237,6 +246,7 @@ pub fn root_module<E: Exports>() -> PluginLibRef {
         new_source: ffi_new_source::<E>,
         new_prompt: ffi_new_prompt::<E>,
         new_sink: ffi_new_sink::<E>,
+        devices: ffi_devices::<E>,
     }
     .leak_into_prefix()
 }

@@ -24,7 +24,10 @@ use abi_stable::{
     std_types::{RArc, RBox, ROption, RResult, RStr, RString, RVec},
 };
 
-use crate::{AudioBlock, AudioFormat, Descriptor, LogLevel, PluginError, Prompt, PromptRequest, TextEvent};
+use crate::{
+    AudioBlock, AudioFormat, Descriptor, LogLevel, PluginError, PluginKind, Prompt, PromptRequest, TextEvent,
+    device::DeviceInfo,
+};
 
 /// Host services lent to one plugin instance (implemented by the host).
 #[sabi_trait]
@@ -101,6 +104,10 @@ pub struct PluginLib {
     pub new_prompt: extern "C" fn(id: RStr<'_>, config: RStr<'_>, host: HostBox) -> RResult<PromptBox, PluginError>,
     #[sabi(last_prefix_field)]
     pub new_sink: extern "C" fn(id: RStr<'_>, config: RStr<'_>, host: HostBox) -> RResult<SinkBox, PluginError>,
+    /// (kind, plugin id) → the devices it can open (capability `tolk.devices/1`). Appended
+    /// after the last prefix field, so the host reads it as optional (`devices() -> Option`).
+    #[sabi(missing_field(option))]
+    pub devices: extern "C" fn(kind: PluginKind, id: RStr<'_>) -> RResult<RVec<DeviceInfo>, PluginError>,
 }
 
 impl RootModule for PluginLibRef {

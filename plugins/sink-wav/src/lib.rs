@@ -16,6 +16,12 @@
 //!   silence (`fill_gaps`); audio that overlaps what is already written is skipped.
 //! - **16-bit recordings are bit-exact**: `i16` blocks are written as they arrive. Float
 //!   recordings get non-finite samples as 0.0 and values clipped to -1..=1.
+//! - **Floor mix** (`floor_mix = true`): the file records what a listener in the room hears —
+//!   the floor (blocks of role [`AudioRole::Floor`]) with the translation on top, the floor
+//!   ducked under it by the same [`Ducker`] the speaker sink uses. The file then follows the
+//!   floor's clock (it is real time); translation blocks queue up and are laid over the floor
+//!   as it is written, and what is still queued at `stop` is written over silence. Without
+//!   `floor_mix`, floor blocks are ignored.
 
 use std::{
     fs::{File, OpenOptions},
@@ -23,7 +29,12 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use tolk_plugin_api::prelude::*;
+use std::collections::VecDeque;
+
+use tolk_plugin_api::{
+    dsp::{Ducker, DuckerSettings},
+    prelude::*,
+};
 
 // 1. The config. Only `path` is required; the format defaults to tolk's session format.
 /// The `[sink.config]` table of `tolk.wav`.
@@ -51,6 +62,25 @@ pub struct WavSinkConfig {
     /// Fill audio dropped upstream with silence, so the file stays aligned with its stream.
     #[serde(default = "default_fill_gaps")]
     pub fill_gaps: bool,
+    /// Record the floor (the original speech, sent by routes that mix it) under the
+    /// translation, ducked.
+    #[serde(default)]
+    pub floor_mix: bool,
+    /// Floor level while the translation speaks, dB.
+    #[serde(default = "default_duck_db")]
+    pub duck_db: f32,
+    /// Floor level in the translation's pauses, dB.
+    #[serde(default = "default_floor_db")]
+    pub floor_db: f32,
+    /// Ramp down, ms.
+    #[serde(default = "default_attack_ms")]
+    pub attack_ms: f32,
+    /// Ramp up, ms.
+    #[serde(default = "default_release_ms")]
+    pub release_ms: f32,
+    /// Translation silence before the floor comes back up, ms.
+    #[serde(default = "default_hold_ms")]
+    pub hold_ms: f32,
 }
 
 /// The sample encoding of the recording.
@@ -94,6 +124,30 @@ fn default_fill_gaps() -> bool {
     true
 }
 
+fn default_duck_db() -> f32 {
+    DuckerSettings::default().duck_db
+}
+
+fn default_floor_db() -> f32 {
+    DuckerSettings::default().floor_db
+}
+
+fn default_attack_ms() -> f32 {
+    DuckerSettings::default().attack_ms
+}
+
+fn default_release_ms() -> f32 {
+    DuckerSettings::default().release_ms
+}
+
+fn default_hold_ms() -> f32 {
+    DuckerSettings::default().hold_ms
+}
+
+/// Translation queued ahead of the floor at most, in seconds; beyond it, the oldest is written
+/// over silence (a route whose floor stopped must not hold its translation back forever).
+const MAX_QUEUE_SECONDS: u64 = 120;
+
 // 2. The plugin struct. A sink is called on one host thread, in order, so plain fields do: no
 //    locks, no threads of its own.
 /// The WAV recorder.
@@ -110,6 +164,44 @@ pub struct WavSink {
     host: Host,
     /// The open recording, from `start` until `stop` finalizes it (or drop does).
     recording: Option<Recording>,
+    /// The floor mix, with `floor_mix`: its settings, and from `start` its state.
+    floor: Option<FloorMix>,
+}
+
+/// The floor mix of a recording: the translation queued ahead of the floor, and the ducker.
+struct FloorMix {
+    settings: DuckerSettings,
+    ducker: Ducker,
+    /// Interleaved translation samples not yet laid over the floor.
+    queue: VecDeque<f32>,
+    /// Reused output buffer.
+    mixed: Vec<f32>,
+    /// The queue overflowed (reported once).
+    overflowed: bool,
+}
+
+impl FloorMix {
+    /// Mixes `frames` frames of floor (`None`: silence) with the queued translation into
+    /// `self.mixed`.
+    fn mix(&mut self, floor: Option<&[f32]>, frames: usize, channels: usize) {
+        self.mixed.clear();
+        for i in 0..frames {
+            let start = self.mixed.len();
+            let mut peak = 0.0f32;
+            for _ in 0..channels {
+                let t = self.queue.pop_front().unwrap_or(0.0);
+                peak = peak.max(if t.is_finite() { t.abs() } else { 0.0 });
+                self.mixed.push(if t.is_finite() { t } else { 0.0 });
+            }
+            let g = self.ducker.next_gain(peak);
+            for c in 0..channels {
+                let f = floor.map(|f| f[i * channels + c]).unwrap_or(0.0);
+                let f = if f.is_finite() { f } else { 0.0 };
+                let v = &mut self.mixed[start + c];
+                *v = (*v + f * g).clamp(-1.0, 1.0);
+            }
+        }
+    }
 }
 
 // 3. The trait impl.
@@ -150,6 +242,22 @@ impl OutputSink for WavSink {
             WavSampleFormat::I16 => SampleFormat::I16,
             WavSampleFormat::F32 => SampleFormat::F32,
         };
+        let settings = DuckerSettings {
+            duck_db: config.duck_db,
+            floor_db: config.floor_db,
+            attack_ms: config.attack_ms,
+            release_ms: config.release_ms,
+            hold_ms: config.hold_ms,
+            ..DuckerSettings::default()
+        };
+        settings.validate().map_err(PluginError::config)?;
+        let floor = config.floor_mix.then(|| FloorMix {
+            settings,
+            ducker: Ducker::new(settings, config.sample_rate),
+            queue: VecDeque::new(),
+            mixed: Vec::new(),
+            overflowed: false,
+        });
         Ok(WavSink {
             path,
             format: AudioFormat::new(config.sample_rate, config.channels, sample),
@@ -158,6 +266,7 @@ impl OutputSink for WavSink {
             fill_gaps: config.fill_gaps,
             host: host.clone(),
             recording: None,
+            floor,
         })
     }
 
@@ -183,6 +292,10 @@ impl OutputSink for WavSink {
             .map_err(|e| PluginError::io(format!("cannot write {}: {e}", path.display())))?;
         self.host.debug(format!("recording to {} ({})", path.display(), self.format));
         self.recording = Some(Recording { writer, path, next_offset: 0, frames: 0, unflushed: 0, full: false });
+        if let Some(f) = self.floor.as_mut() {
+            f.ducker = Ducker::new(f.settings, self.format.sample_rate);
+            f.queue.clear();
+        }
         Ok(())
     }
 
@@ -197,6 +310,12 @@ impl OutputSink for WavSink {
                 "a block in {got} does not fit {} ({format})",
                 rec.path.display()
             )));
+        }
+        match (block.role(), self.floor.is_some()) {
+            (AudioRole::Floor, false) => return Ok(()),
+            (AudioRole::Floor, true) => return self.on_floor(block),
+            (AudioRole::Translation, true) => return self.queue_translation(block),
+            (AudioRole::Translation, false) => {}
         }
         let channels = usize::from(format.channels);
         let frames = block.frames();
@@ -253,6 +372,15 @@ impl OutputSink for WavSink {
     }
 
     fn stop(&mut self) -> Result<(), PluginError> {
+        // With a floor mix, the translation still queued is written over silence.
+        if let (Some(rec), Some(fm)) = (self.recording.as_mut(), self.floor.as_mut()) {
+            let channels = usize::from(self.format.channels);
+            while !fm.queue.is_empty() {
+                let frames = (fm.queue.len() / channels).clamp(1, 4096);
+                fm.mix(None, frames, channels);
+                rec.write(Samples::F32(&fm.mixed), self.format, &self.host)?;
+            }
+        }
         match self.recording.take() {
             Some(rec) => rec.finish(&self.host),
             None => Ok(()),
@@ -378,6 +506,76 @@ impl Recording {
 }
 
 impl WavSink {
+    /// A floor block: the file's clock. Lays the queued translation over it, ducked.
+    fn on_floor(&mut self, block: &AudioBlock<'_>) -> Result<(), PluginError> {
+        let format = self.format;
+        let (Some(rec), Some(fm)) = (self.recording.as_mut(), self.floor.as_mut()) else {
+            return Err(PluginError::state("audio before start"));
+        };
+        let channels = usize::from(format.channels);
+        let frames = block.frames();
+        if frames == 0 {
+            return Ok(());
+        }
+        let offset = block.frame_offset();
+        let mut skip = 0;
+        if self.fill_gaps {
+            if offset > rec.next_offset {
+                // Floor dropped upstream: the translation goes on over silence meanwhile.
+                let gap = (offset - rec.next_offset).min(MAX_GAP_SECONDS * u64::from(format.sample_rate));
+                let mut left = gap as usize;
+                while left > 0 {
+                    let n = left.min(4096);
+                    fm.mix(None, n, channels);
+                    rec.write(Samples::F32(&fm.mixed), format, &self.host)?;
+                    left -= n;
+                }
+            } else if offset < rec.next_offset {
+                skip = usize::try_from(rec.next_offset - offset).unwrap_or(usize::MAX).min(frames);
+            }
+            rec.next_offset = rec.next_offset.max(offset + frames as u64);
+        }
+        let floor: Vec<f32> = match block.samples() {
+            Samples::F32(s) => s[skip * channels..frames * channels].to_vec(),
+            Samples::I16(s) => s[skip * channels..frames * channels].iter().map(|&x| f32::from(x) / 32768.0).collect(),
+        };
+        fm.mix(Some(&floor), frames - skip, channels);
+        rec.write(Samples::F32(&fm.mixed), format, &self.host)?;
+        if rec.unflushed >= self.flush_frames {
+            rec.flush()?;
+        }
+        Ok(())
+    }
+
+    /// A translation block under `floor_mix`: queued until the floor carries it.
+    fn queue_translation(&mut self, block: &AudioBlock<'_>) -> Result<(), PluginError> {
+        let format = self.format;
+        let (Some(rec), Some(fm)) = (self.recording.as_mut(), self.floor.as_mut()) else {
+            return Err(PluginError::state("audio before start"));
+        };
+        let channels = usize::from(format.channels);
+        let whole = block.frames() * channels;
+        match block.samples() {
+            Samples::F32(s) => fm.queue.extend(&s[..whole]),
+            Samples::I16(s) => fm.queue.extend(s[..whole].iter().map(|&x| f32::from(x) / 32768.0)),
+        }
+        let max = (MAX_QUEUE_SECONDS * u64::from(format.sample_rate)) as usize * channels;
+        if fm.queue.len() > max {
+            if !fm.overflowed {
+                fm.overflowed = true;
+                self.host.warn(format!(
+                    "{}: more than {MAX_QUEUE_SECONDS} s of translation ahead of the floor (is the floor still \
+                     arriving?); writing the oldest over silence",
+                    rec.path.display()
+                ));
+            }
+            let frames = (fm.queue.len() - max).div_ceil(channels);
+            fm.mix(None, frames, channels);
+            rec.write(Samples::F32(&fm.mixed), format, &self.host)?;
+        }
+        Ok(())
+    }
+
     /// Creates the parent directories and the file, following `if_exists`.
     fn create(&self) -> Result<(File, PathBuf), PluginError> {
         if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -781,8 +979,80 @@ mod tests {
         assert_eq!(
             error(&config(&path, "rate = 1")),
             "rate: unknown key (expected one of: path, sample_rate, channels, sample_format, if_exists, flush_ms, \
-             fill_gaps)"
+             fill_gaps, floor_mix, duck_db, floor_db, attack_ms, release_ms, hold_ms)"
         );
         assert_eq!(error(&config(&path, "fill_gaps = 1")), "fill_gaps: invalid type: integer `1`, expected a boolean");
+        assert_eq!(
+            error(&config(&path, "floor_mix = true\nduck_db = -3.0\nfloor_db = -6.0")),
+            "duck_db: -3 is above floor_db (-6); ducking lowers the floor"
+        );
+    }
+
+    // Issue 5: the floor mix.
+    fn floor_block(h: &mut SinkHarness, samples: &[f32], offset: u64) {
+        let format = AudioFormat { sample: SampleFormat::F32, ..h.format.unwrap() };
+        h.sink.on_audio(AudioBlock::floor(format, Samples::F32(samples), offset, "en")).unwrap();
+    }
+
+    fn translation_block(h: &mut SinkHarness, samples: &[f32], offset: u64) {
+        let format = AudioFormat { sample: SampleFormat::F32, ..h.format.unwrap() };
+        h.sink.on_audio(AudioBlock::new(format, Samples::F32(samples), offset, "es")).unwrap();
+    }
+
+    #[test]
+    fn without_floor_mix_floor_blocks_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("es.wav");
+        let mut h = started(&path, "sample_format = 'f32'");
+        floor_block(&mut h, &[0.5; 100], 0);
+        translation_block(&mut h, &[0.25; 10], 0);
+        h.stop().unwrap();
+        assert_eq!(read_f32(&path).1, vec![0.25; 10]);
+    }
+
+    #[test]
+    fn floor_mix_records_the_ducked_floor_under_the_translation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("es.wav");
+        // 24 kHz: attack 50 ms = 1200 frames, hold 100 ms = 2400, release 100 ms = 2400.
+        let mut h = started(
+            &path,
+            "sample_format = 'f32'\nfloor_mix = true\nduck_db = -18.0\nfloor_db = -6.0\nattack_ms = 50.0\n\
+             release_ms = 100.0\nhold_ms = 100.0",
+        );
+        // The translation arrives early (as Realtime output does); the floor paces the file.
+        translation_block(&mut h, &[0.0; 2400], 0);
+        translation_block(&mut h, &[0.1; 4800], 2400);
+        for i in 0..30 {
+            floor_block(&mut h, &[0.4; 480], i * 480);
+        }
+        h.stop().unwrap();
+        let (_, got) = read_f32(&path);
+        assert_eq!(got.len(), 14_400, "the file follows the floor's clock");
+        let g = |db: f32| tolk_plugin_api::dsp::db_to_gain(db);
+        // Before the translation: the floor at -6 dB.
+        assert!((got[2000] - 0.4 * g(-6.0)).abs() < 1e-4, "{}", got[2000]);
+        // Under it, after the attack: translation + floor at -18 dB.
+        assert!((got[5000] - (0.1 + 0.4 * g(-18.0))).abs() < 1e-4, "{}", got[5000]);
+        // After it, hold and release: back to -6 dB.
+        assert!((got[14_000] - 0.4 * g(-6.0)).abs() < 1e-4, "{}", got[14_000]);
+        // No clicks: the floor part moves by at most one ramp step per sample.
+        let floor_part: Vec<f32> =
+            got.iter().enumerate().map(|(i, &v)| if (2400..7200).contains(&i) { v - 0.1 } else { v }).collect();
+        let max_step = floor_part.windows(2).map(|w| (w[1] - w[0]).abs()).fold(0.0f32, f32::max);
+        assert!(max_step < 0.4 * (1.0 - g(-12.0 / 1200.0)) + 1e-4, "step {max_step}");
+    }
+
+    #[test]
+    fn floor_mix_writes_the_queued_translation_at_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("es.wav");
+        let mut h = started(&path, "sample_format = 'f32'\nfloor_mix = true");
+        translation_block(&mut h, &[0.5; 300], 0);
+        floor_block(&mut h, &[0.0; 100], 0);
+        h.stop().unwrap();
+        let (_, got) = read_f32(&path);
+        assert_eq!(got.len(), 300);
+        assert!(got.iter().all(|&v| (v - 0.5).abs() < 1e-6));
     }
 }
