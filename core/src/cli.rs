@@ -49,8 +49,60 @@ pub enum Command {
         /// The configuration file (TOML; see configs/README.md).
         config: PathBuf,
     },
+    /// Run a configuration: until its file sources end (then every pending translation and
+    /// sink is drained, exit 0), or until Ctrl-C / SIGTERM (graceful; a second Ctrl-C stops
+    /// at once). Files are closed valid either way.
+    ///
+    /// Exit status: 0 all done; 1 a plugin failed, a route could not run, a sink was
+    /// abandoned or the budget ran out; 2 configuration or plugin-load error.
+    Run {
+        /// The configuration file (TOML; see configs/README.md).
+        config: PathBuf,
+        /// Write the status as JSON to FILE, every --interval and at the end.
+        #[arg(long, value_name = "FILE")]
+        json_status: Option<PathBuf>,
+        /// Write Prometheus text-format metrics to FILE, every --interval and at the end.
+        #[arg(long, value_name = "FILE")]
+        prometheus: Option<PathBuf>,
+        /// Period of the status line and status files, in milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 1000)]
+        interval: u64,
+        /// No live status line (it is drawn only when stderr is a terminal anyway).
+        #[arg(long)]
+        no_status: bool,
+    },
     /// List installed plugins, or check a plugin library.
     Plugins(PluginsArgs),
+    /// Run tolk's own Realtime-compatible WebSocket server (GA, translation, Azure and legacy
+    /// beta paths) on its deterministic test engine, which proves the plumbing and does not
+    /// translate.
+    ///
+    /// Prints `tolk serve: listening on ws://ADDR` as its first line, then serves until Ctrl-C.
+    Serve(crate::serve::ServeArgs),
+    /// List the audio input and output devices (with their rates and channels; * marks the
+    /// defaults), or show a live level meter for one input.
+    ///
+    /// Devices come from the plugins that open them (tolk.mic, tolk.speaker, and any plugin
+    /// with the tolk.devices/1 capability). The meter draws a dBFS bar on stderr until Ctrl-C
+    /// or --seconds, then prints the peak and RMS level on stdout.
+    Devices(DevicesCliArgs),
+}
+
+/// `tolk devices`.
+#[derive(Debug, Args)]
+pub struct DevicesCliArgs {
+    /// Show a live level meter for this input device (`default`, its name, or a unique part).
+    #[arg(long, value_name = "NAME")]
+    pub meter: Option<String>,
+    /// Stop the meter after this many seconds (default: run until Ctrl-C).
+    #[arg(long, value_name = "N", requires = "meter")]
+    pub seconds: Option<f64>,
+    /// The source plugin that opens the device for the meter.
+    #[arg(long, value_name = "ID", default_value = "tolk.mic", requires = "meter")]
+    pub plugin: String,
+    /// Also search this directory for plugins (before TOLK_PLUGIN_PATH and the built-ins).
+    #[arg(long = "path", value_name = "DIR")]
+    pub paths: Vec<PathBuf>,
 }
 
 /// `tolk plugins`.
@@ -132,6 +184,23 @@ pub enum ChildCommand {
 pub fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::Check { config } => check(&config, cli.verbose),
+        Command::Run { config, json_status, prometheus, interval, no_status } => {
+            crate::run::run(&crate::run::RunArgs {
+                config,
+                json_status,
+                prometheus,
+                interval_ms: interval,
+                no_status,
+                verbose: cli.verbose,
+            })
+        }
+        Command::Devices(a) => crate::devices::run(&crate::devices::DevicesArgs {
+            paths: a.paths,
+            meter: a.meter,
+            seconds: a.seconds.unwrap_or(0.0),
+            plugin: Some(a.plugin),
+        }),
+        Command::Serve(args) => crate::serve::run_cli(args),
         Command::Plugins(args) => match args.command {
             None => list(&args.list, cli.verbose),
             Some(PluginsCommand::List(list_args)) => list(&list_args, cli.verbose),
@@ -269,6 +338,16 @@ fn check(path: &Path, verbose: u8) -> u8 {
             r.source,
             r.to.join(", "),
             if r.sinks.is_empty() { "none".into() } else { r.sinks.join(", ") }
+        );
+    }
+    let translated = config.routes.iter().flat_map(|r| &r.to).filter(|l| *l != config::FLOOR).count();
+    if translated > 0 {
+        let per_route = crate::router::cost::estimate_per_hour(&config.run.prices, config.run.keep_turns);
+        println!(
+            "  estimated cost: ${:.2} per hour of continuous speech ({translated} translated route{} × ${per_route:.2}{})",
+            per_route * translated as f64,
+            plural(translated),
+            if config.run.prices_known { "" } else { "; prices of gpt-realtime assumed for this model" }
         );
     }
     EXIT_OK

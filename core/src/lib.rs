@@ -19,6 +19,8 @@
 //!   with file and key path, all collected.
 //! - [`plugin_host`]: discovery, handshake, loading, guarded instances, the out-of-process
 //!   conformance runner.
+//! - [`realtime`]: the Realtime protocol client — GA, Translation API and legacy preview
+//!   codecs over one session model; one [`realtime::SessionHandle`] per route.
 //! - [`util`]: edit distance for "did you mean".
 //!
 //! Plugin code runs only on threads the host owns (or the plugin's own), never inside an
@@ -27,11 +29,14 @@
 pub mod audio;
 pub mod cli;
 pub mod config;
+pub mod devices;
 pub mod logging;
 pub mod plugin_host;
 pub mod realtime;
 pub mod router;
+pub mod run;
 pub mod serve;
+pub mod shutdown;
 pub mod util;
 
 use clap::Parser;

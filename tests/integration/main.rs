@@ -5,6 +5,10 @@
 mod cli;
 mod config;
 mod conformance;
+mod devices;
 mod loading;
 mod readme_plugin;
+mod realtime;
 mod roundtrip;
+mod run;
+mod serve;

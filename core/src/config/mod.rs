@@ -8,6 +8,7 @@
 
 pub mod lang;
 mod raw;
+pub mod run;
 mod validate;
 
 use std::{
@@ -76,6 +77,131 @@ pub struct Engine {
     pub endpoint: Option<String>,
     /// Name of the environment variable holding the API key (never the key itself).
     pub api_key_env: Option<String>,
+    /// Wire protocol: GA, legacy preview, or the Translation API (implied by `openai-translate`).
+    pub protocol: Protocol,
+    /// Azure preview `api-version` (legacy protocol on Azure only).
+    pub api_version: String,
+    /// Interpretation (one-way) or conversation (barge-in) behaviour.
+    pub mode: Mode,
+    /// Input transcription model (source captions); `None` turns transcription off.
+    pub transcription_model: Option<String>,
+    /// Turn detection (VAD) sent in `session.update`.
+    pub turn_detection: TurnDetection,
+    /// `near_field` / `far_field` input noise reduction; `None` = off.
+    pub noise_reduction: Option<String>,
+    /// Cap on output tokens per response; `None` = the service default (`inf`).
+    pub max_output_tokens: Option<u32>,
+    /// Output speech speed 0.25–1.5; `None` = the service default (1.0).
+    pub speed: Option<f64>,
+    /// How long connecting plus session setup may take.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for Engine {
+    /// The local engine with every session default.
+    fn default() -> Self {
+        Engine {
+            provider: Provider::Local,
+            model: "gpt-realtime".into(),
+            url: None,
+            endpoint: None,
+            api_key_env: None,
+            protocol: Protocol::Ga,
+            api_version: DEFAULT_AZURE_PREVIEW_API_VERSION.into(),
+            mode: Mode::Interpret,
+            transcription_model: Some(DEFAULT_TRANSCRIPTION_MODEL.into()),
+            turn_detection: TurnDetection::ServerVad {
+                threshold: 0.5,
+                prefix_padding_ms: 300,
+                silence_duration_ms: 500,
+                idle_timeout_ms: None,
+                create_response: true,
+                interrupt_response: false,
+            },
+            noise_reduction: None,
+            max_output_tokens: None,
+            speed: None,
+            connect_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// The default input transcription model (GA and local).
+pub const DEFAULT_TRANSCRIPTION_MODEL: &str = "gpt-4o-mini-transcribe";
+/// The default `api-version` of the Azure preview (legacy) path.
+pub const DEFAULT_AZURE_PREVIEW_API_VERSION: &str = "2025-04-01-preview";
+
+/// The wire protocol of a Realtime session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// The GA Realtime protocol (OpenAI and Azure `/openai/v1/realtime`).
+    Ga,
+    /// The retired 2024-10-01 preview shape (`OpenAI-Beta: realtime=v1`, Azure `api-version`).
+    Legacy,
+    /// The Realtime Translation API (`/v1/realtime/translations`): continuous, no turns.
+    Translation,
+}
+
+impl Protocol {
+    /// Config spelling.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Protocol::Ga => "ga",
+            Protocol::Legacy => "legacy",
+            Protocol::Translation => "translation",
+        }
+    }
+}
+
+/// How a session treats the speaker talking over the output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// One-way interpretation: the translation is never cut off (`interrupt_response: false`).
+    #[default]
+    Interpret,
+    /// Two-way room use: speech during playback stops, truncates and cancels the answer.
+    Conversation,
+}
+
+impl Mode {
+    /// Config spelling.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Mode::Interpret => "interpret",
+            Mode::Conversation => "conversation",
+        }
+    }
+}
+
+/// Turn detection as sent to the service.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TurnDetection {
+    /// No VAD: the client commits and asks for responses itself.
+    None,
+    /// Energy-based server VAD.
+    ServerVad {
+        /// Activation threshold 0.0–1.0.
+        threshold: f64,
+        /// Audio kept before detected speech.
+        prefix_padding_ms: u32,
+        /// Silence that ends a turn.
+        silence_duration_ms: u32,
+        /// Commit after this much idle time (5000–30000 ms, GA only).
+        idle_timeout_ms: Option<u32>,
+        /// Start a response at the end of each turn.
+        create_response: bool,
+        /// Cancel the running response when speech starts.
+        interrupt_response: bool,
+    },
+    /// Semantic VAD (end of turn judged by a model).
+    SemanticVad {
+        /// `low`, `medium`, `high` or `auto`.
+        eagerness: String,
+        /// Start a response at the end of each turn.
+        create_response: bool,
+        /// Cancel the running response when speech starts.
+        interrupt_response: bool,
+    },
 }
 
 /// What a route does when one of its plugins fails or panics.
@@ -133,6 +259,10 @@ impl PluginSpec {
     }
 }
 
+/// The pseudo-language of a floor route in `to`: the original audio and source transcript,
+/// untranslated, with no Realtime session (`to = ["floor", "es"]`).
+pub const FLOOR: &str = "floor";
+
 /// A `[[route]]` (before expansion into one route per target language).
 #[derive(Debug, Clone)]
 pub struct RouteSpec {
@@ -171,6 +301,8 @@ pub struct Config {
     pub sinks: Vec<PluginSpec>,
     /// `[[route]]`s.
     pub routes: Vec<RouteSpec>,
+    /// `[run]`: delivery, lanes, long-event knobs, prices, budget.
+    pub run: run::RunSettings,
     /// Things that are allowed but probably not meant (an unused sink).
     pub warnings: Vec<String>,
 }

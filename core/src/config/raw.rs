@@ -12,6 +12,23 @@ pub struct RawEngine {
     pub url: Option<String>,
     pub endpoint: Option<String>,
     pub api_key_env: Option<String>,
+    pub protocol: Option<String>,
+    pub api_version: Option<String>,
+    pub mode: Option<String>,
+    pub transcription: Option<bool>,
+    pub transcription_model: Option<String>,
+    pub turn_detection: Option<String>,
+    pub vad_threshold: Option<f64>,
+    pub prefix_padding_ms: Option<u32>,
+    pub silence_duration_ms: Option<u32>,
+    pub idle_timeout_ms: Option<u32>,
+    pub eagerness: Option<String>,
+    pub create_response: Option<bool>,
+    pub interrupt_response: Option<bool>,
+    pub noise_reduction: Option<String>,
+    pub max_output_tokens: Option<u32>,
+    pub speed: Option<f64>,
+    pub connect_timeout_ms: Option<u64>,
 }
 
 /// `[plugins]`: extra directories to search.

@@ -18,7 +18,7 @@ use crate::{
     util::did_you_mean,
 };
 
-const SECTIONS: &[&str] = &["engine", "plugins", "source", "prompt", "route", "sink"];
+const SECTIONS: &[&str] = &["engine", "plugins", "source", "prompt", "route", "sink", "run"];
 
 struct Ctx {
     file: String,
@@ -69,18 +69,13 @@ fn empty(file: String, dir: PathBuf) -> Config {
     Config {
         file,
         dir,
-        engine: Engine {
-            provider: Provider::Local,
-            model: "gpt-realtime".into(),
-            url: None,
-            endpoint: None,
-            api_key_env: None,
-        },
+        engine: Engine::default(),
         plugin_dirs: vec![],
         sources: vec![],
         prompts: vec![],
         sinks: vec![],
         routes: vec![],
+        run: super::run::RunSettings::defaults("gpt-realtime"),
         warnings: vec![],
     }
 }
@@ -128,6 +123,8 @@ pub fn parse_str(text: &str, file: &str, dir: &Path) -> (Config, Vec<ConfigError
     let prompts: Vec<(String, RawPlugin)> = array(&mut cx, &mut table, "prompt");
     let sinks: Vec<(String, RawPlugin)> = array(&mut cx, &mut table, "sink");
     let routes: Vec<(String, RawRoute)> = array(&mut cx, &mut table, "route");
+    let raw_run = table.remove("run").and_then(|v| cx.de::<super::run::RawRun>("run", v)).unwrap_or_default();
+    config.run = super::run::validate(raw_run, &config.engine.model, &mut |k, m| cx.err(k, m));
 
     let mut ids = BTreeMap::new();
     for (key, s) in sources {
@@ -189,8 +186,7 @@ pub fn parse_str(text: &str, file: &str, dir: &Path) -> (Config, Vec<ConfigError
 }
 
 fn engine(cx: &mut Ctx, value: Option<toml::Value>) -> Engine {
-    let mut e =
-        Engine { provider: Provider::Local, model: String::new(), url: None, endpoint: None, api_key_env: None };
+    let mut e = Engine { model: String::new(), ..Engine::default() };
     let raw = match value {
         None => RawEngine::default(),
         Some(v) => {
@@ -229,7 +225,7 @@ fn engine(cx: &mut Ctx, value: Option<toml::Value>) -> Engine {
             Provider::Local
         }
     };
-    e.model = match (raw.model, e.provider) {
+    e.model = match (raw.model.clone(), e.provider) {
         (Some(m), _) if m.trim().is_empty() => {
             cx.err("engine.model", "must not be empty");
             String::new()
@@ -260,10 +256,197 @@ fn engine(cx: &mut Ctx, value: Option<toml::Value>) -> Engine {
     {
         cx.err("engine.api_key_env", format!("\"{var}\" is not an environment variable name"));
     }
-    e.url = raw.url;
-    e.endpoint = raw.endpoint;
-    e.api_key_env = raw.api_key_env;
+    e.url = raw.url.clone();
+    e.endpoint = raw.endpoint.clone();
+    e.api_key_env = raw.api_key_env.clone();
+    engine_session(cx, &mut e, raw);
     e
+}
+
+/// One of `known`, or an error at `key` with a suggestion.
+fn one_of(cx: &mut Ctx, key: &str, value: &str, known: &[&str]) -> bool {
+    if known.contains(&value) {
+        return true;
+    }
+    cx.err(
+        key,
+        format!(
+            "unknown value \"{value}\"{} (expected one of: {})",
+            did_you_mean(value, known.iter().copied()),
+            known.join(", ")
+        ),
+    );
+    false
+}
+
+/// Validates protocol, mode, transcription, turn detection and output knobs of `[engine]`.
+fn engine_session(cx: &mut Ctx, e: &mut Engine, r: RawEngine) {
+    use super::{Mode, Protocol, TurnDetection};
+    let translate = e.provider == Provider::OpenAiTranslate;
+    e.protocol = match r.protocol.as_deref() {
+        None if translate => Protocol::Translation,
+        None => Protocol::Ga,
+        Some(p) if !one_of(cx, "engine.protocol", p, &["ga", "legacy", "translation"]) => Protocol::Ga,
+        Some("ga") => Protocol::Ga,
+        Some("legacy") => Protocol::Legacy,
+        Some(_) => Protocol::Translation,
+    };
+    if translate && e.protocol != Protocol::Translation {
+        cx.err(
+            "engine.protocol",
+            format!(
+                "provider \"openai-translate\" speaks only the translation protocol, not \"{}\"",
+                e.protocol.as_str()
+            ),
+        );
+    }
+    if e.provider == Provider::Azure && e.protocol == Protocol::Translation {
+        cx.err("engine.protocol", "provider \"azure\" does not offer the translation protocol");
+    }
+    if let Some(v) = r.api_version {
+        if e.provider != Provider::Azure || e.protocol != Protocol::Legacy {
+            cx.err("engine.api_version", "only used by provider \"azure\" with protocol \"legacy\"");
+        } else if v.trim().is_empty() {
+            cx.err("engine.api_version", "must not be empty");
+        } else {
+            e.api_version = v;
+        }
+    }
+    if let Some(m) = r.mode.as_deref()
+        && one_of(cx, "engine.mode", m, &["interpret", "conversation"])
+    {
+        e.mode = if m == "conversation" { Mode::Conversation } else { Mode::Interpret };
+    }
+    if e.protocol == Protocol::Translation && e.mode == Mode::Conversation {
+        cx.err("engine.mode", "the translation protocol has no turns, so no conversation mode");
+    }
+    let default_model = match e.protocol {
+        Protocol::Legacy => "whisper-1",
+        Protocol::Translation => "gpt-realtime-whisper",
+        Protocol::Ga => super::DEFAULT_TRANSCRIPTION_MODEL,
+    };
+    e.transcription_model = match (r.transcription.unwrap_or(true), r.transcription_model) {
+        (_, Some(m)) if m.trim().is_empty() => {
+            cx.err("engine.transcription_model", "must not be empty (set transcription = false to turn it off)");
+            None
+        }
+        (false, Some(_)) => {
+            cx.err("engine.transcription_model", "given while transcription = false");
+            None
+        }
+        (false, None) => None,
+        (true, Some(m)) => Some(m),
+        (true, None) => Some(default_model.into()),
+    };
+    let kind = r.turn_detection.as_deref().unwrap_or("server_vad");
+    let kind = if one_of(cx, "engine.turn_detection", kind, &["server_vad", "semantic_vad", "none"]) {
+        kind
+    } else {
+        "server_vad"
+    };
+    let interrupt = r.interrupt_response.unwrap_or(e.mode == Mode::Conversation);
+    let create = r.create_response.unwrap_or(true);
+    let vad_only = [
+        ("vad_threshold", r.vad_threshold.is_some()),
+        ("prefix_padding_ms", r.prefix_padding_ms.is_some()),
+        ("silence_duration_ms", r.silence_duration_ms.is_some()),
+        ("idle_timeout_ms", r.idle_timeout_ms.is_some()),
+    ];
+    let any_vad = [r.create_response.is_some(), r.interrupt_response.is_some(), r.eagerness.is_some()];
+    if e.protocol == Protocol::Translation {
+        for (k, set) in vad_only.iter().chain(&[
+            ("turn_detection", r.turn_detection.is_some()),
+            ("eagerness", any_vad[2]),
+            ("create_response", any_vad[0]),
+            ("interrupt_response", any_vad[1]),
+        ]) {
+            if *set {
+                cx.err(format!("engine.{k}"), "the translation protocol has no turn detection");
+            }
+        }
+    }
+    e.turn_detection = match kind {
+        "none" => {
+            for (k, set) in vad_only.iter().chain(&[
+                ("eagerness", any_vad[2]),
+                ("create_response", any_vad[0]),
+                ("interrupt_response", any_vad[1]),
+            ]) {
+                if *set && e.protocol != Protocol::Translation {
+                    cx.err(format!("engine.{k}"), "given while turn_detection = \"none\"");
+                }
+            }
+            TurnDetection::None
+        }
+        "semantic_vad" => {
+            for (k, set) in vad_only {
+                if set {
+                    cx.err(format!("engine.{k}"), "only for turn_detection = \"server_vad\"");
+                }
+            }
+            if e.protocol == Protocol::Legacy {
+                cx.err("engine.turn_detection", "semantic_vad is not part of the legacy protocol");
+            }
+            let eagerness = r.eagerness.unwrap_or_else(|| "auto".into());
+            one_of(cx, "engine.eagerness", &eagerness, &["low", "medium", "high", "auto"]);
+            TurnDetection::SemanticVad { eagerness, create_response: create, interrupt_response: interrupt }
+        }
+        _ => {
+            if r.eagerness.is_some() {
+                cx.err("engine.eagerness", "only for turn_detection = \"semantic_vad\"");
+            }
+            let threshold = r.vad_threshold.unwrap_or(0.5);
+            if !(0.0..=1.0).contains(&threshold) {
+                cx.err("engine.vad_threshold", format!("{threshold} is out of range (0.0 to 1.0)"));
+            }
+            if let Some(ms) = r.idle_timeout_ms
+                && !(5000..=30000).contains(&ms)
+            {
+                cx.err("engine.idle_timeout_ms", format!("{ms} is out of range (5000 to 30000)"));
+            }
+            if r.idle_timeout_ms.is_some() && e.protocol == Protocol::Legacy {
+                cx.err("engine.idle_timeout_ms", "not part of the legacy protocol");
+            }
+            TurnDetection::ServerVad {
+                threshold,
+                prefix_padding_ms: r.prefix_padding_ms.unwrap_or(300),
+                silence_duration_ms: r.silence_duration_ms.unwrap_or(500),
+                idle_timeout_ms: r.idle_timeout_ms,
+                create_response: create,
+                interrupt_response: interrupt,
+            }
+        }
+    };
+    if let Some(n) = r.noise_reduction
+        && one_of(cx, "engine.noise_reduction", &n, &["near_field", "far_field"])
+    {
+        e.noise_reduction = Some(n);
+    }
+    if let Some(t) = r.max_output_tokens {
+        if !(1..=4096).contains(&t) {
+            cx.err("engine.max_output_tokens", format!("{t} is out of range (1 to 4096)"));
+        }
+        if e.protocol == Protocol::Translation {
+            cx.err("engine.max_output_tokens", "the translation protocol has no responses to cap");
+        }
+        e.max_output_tokens = Some(t);
+    }
+    if let Some(s) = r.speed {
+        if !(0.25..=1.5).contains(&s) {
+            cx.err("engine.speed", format!("{s} is out of range (0.25 to 1.5)"));
+        }
+        if e.protocol != Protocol::Ga {
+            cx.err("engine.speed", format!("not part of the {} protocol", e.protocol.as_str()));
+        }
+        e.speed = Some(s);
+    }
+    if let Some(ms) = r.connect_timeout_ms {
+        if ms == 0 {
+            cx.err("engine.connect_timeout_ms", "must be more than 0");
+        } else {
+            e.connect_timeout_ms = ms;
+        }
+    }
 }
 
 /// Deserializes `[[name]]` element by element, so one bad element does not hide the others.
@@ -352,7 +535,10 @@ fn route(
     }
     let mut to = Vec::new();
     for (i, t) in r.to.iter().enumerate() {
-        match lang::canonical(t) {
+        // The floor (the original, untranslated) is a channel like a language.
+        let parsed =
+            if t.eq_ignore_ascii_case(super::FLOOR) { Ok(super::FLOOR.to_string()) } else { lang::canonical(t) };
+        match parsed {
             Ok(l) if to.contains(&l) => cx.err(format!("{key}.to[{i}]"), format!("\"{l}\" is listed twice")),
             Ok(l) if source.is_some_and(|s| s.language == l) => {
                 cx.err(format!("{key}.to[{i}]"), format!("\"{l}\" is the source's own language"))

@@ -1,0 +1,529 @@
+//! Counters of a run, shared by its threads and tasks (atomics; no lock on the audio path
+//! except the latency reservoirs), and the three ways they leave the process: the live status
+//! line on a terminal, the JSON status file and the Prometheus text file.
+//!
+//! Audio is counted in frames of the internal format (24 kHz); seconds are derived.
+
+use std::{
+    fmt::Write as _,
+    path::Path,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU8, AtomicU64, Ordering::Relaxed},
+    },
+    time::{Duration, Instant},
+};
+
+use serde_json::json;
+
+use super::sink_lane::SinkLane;
+
+const RATE: f64 = 24_000.0;
+
+/// What a route is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RouteState {
+    /// Opening its first session / waiting for audio.
+    Starting = 0,
+    /// Audio flowing.
+    Running = 1,
+    /// Reconnecting after a dropped socket.
+    Reconnecting = 2,
+    /// Its source ended: finishing pending translations.
+    Draining = 3,
+    /// Finished normally.
+    Done = 4,
+    /// Stopped by the failure policy.
+    Stopped = 5,
+    /// Out of budget: no new responses.
+    OverBudget = 6,
+}
+
+impl RouteState {
+    fn from_u8(v: u8) -> RouteState {
+        match v {
+            1 => RouteState::Running,
+            2 => RouteState::Reconnecting,
+            3 => RouteState::Draining,
+            4 => RouteState::Done,
+            5 => RouteState::Stopped,
+            6 => RouteState::OverBudget,
+            _ => RouteState::Starting,
+        }
+    }
+
+    /// Lower-case name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RouteState::Starting => "starting",
+            RouteState::Running => "running",
+            RouteState::Reconnecting => "reconnecting",
+            RouteState::Draining => "draining",
+            RouteState::Done => "done",
+            RouteState::Stopped => "stopped",
+            RouteState::OverBudget => "over-budget",
+        }
+    }
+}
+
+/// A bounded reservoir of latency samples (the most recent ones), for percentiles.
+#[derive(Debug, Default)]
+pub struct Reservoir {
+    samples: Vec<f64>,
+    next: usize,
+    count: u64,
+}
+
+const RESERVOIR: usize = 4096;
+
+impl Reservoir {
+    /// Records one sample.
+    pub fn record(&mut self, v: f64) {
+        if self.samples.len() < RESERVOIR {
+            self.samples.push(v);
+        } else {
+            self.samples[self.next] = v;
+            self.next = (self.next + 1) % RESERVOIR;
+        }
+        self.count += 1;
+    }
+
+    /// The `q` quantile (0..=1) of the samples kept, `None` without samples.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if self.samples.is_empty() {
+            return None;
+        }
+        let mut v = self.samples.clone();
+        v.sort_by(f64::total_cmp);
+        let i = ((v.len() - 1) as f64 * q).round() as usize;
+        Some(v[i])
+    }
+
+    /// Samples recorded in total.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+}
+
+/// Counters of one route.
+#[derive(Debug)]
+pub struct RouteStats {
+    /// `stage→es` (or `stage→floor`).
+    pub name: String,
+    /// Source id.
+    pub source: String,
+    /// Target language, or `floor`.
+    pub language: String,
+    state: AtomicU8,
+    /// Frames received from the source.
+    pub frames_in: AtomicU64,
+    /// Frames delivered towards the sinks.
+    pub frames_out: AtomicU64,
+    /// Input frames lost (route input full, or a reconnect longer than the replay buffer).
+    pub gap_frames: AtomicU64,
+    /// Input frames sent to a session (each counted once, replays not counted again).
+    pub frames_sent: AtomicU64,
+    /// Input frames replayed after a reconnect.
+    pub frames_replayed: AtomicU64,
+    /// Sessions opened.
+    pub sessions: AtomicU64,
+    /// Reconnects after a dropped socket.
+    pub reconnects: AtomicU64,
+    /// Rotations to a fresh session before expiry.
+    pub rotations: AtomicU64,
+    /// Responses completed.
+    pub responses: AtomicU64,
+    /// Segments cut by the maximum segment length.
+    pub segments_cut: AtomicU64,
+    /// Conversation items deleted.
+    pub items_deleted: AtomicU64,
+    /// Cost in micro-dollars.
+    pub cost_micro_usd: AtomicU64,
+    /// Input tokens of the latest response (flat when old items are deleted).
+    pub last_input_tokens: AtomicU64,
+    /// Most input tokens of any response.
+    pub max_input_tokens: AtomicU64,
+    /// Tokens by class: audio in, cached in, text in, audio out, text out.
+    pub tokens: [AtomicU64; 5],
+    /// Current lag: how far the output trails the input (ms).
+    pub lag_ms: AtomicU64,
+    /// Ear-voice span samples (ms).
+    pub ear_voice_ms: Mutex<Reservoir>,
+    /// System-added latency samples (ms): time tolk holds a chunk on one leg.
+    pub system_ms: Mutex<Reservoir>,
+}
+
+impl RouteStats {
+    /// New counters for a route.
+    pub fn new(source: &str, language: &str) -> RouteStats {
+        RouteStats {
+            name: format!("{source}→{language}"),
+            source: source.into(),
+            language: language.into(),
+            state: AtomicU8::new(RouteState::Starting as u8),
+            frames_in: AtomicU64::new(0),
+            frames_out: AtomicU64::new(0),
+            gap_frames: AtomicU64::new(0),
+            frames_sent: AtomicU64::new(0),
+            frames_replayed: AtomicU64::new(0),
+            sessions: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            rotations: AtomicU64::new(0),
+            responses: AtomicU64::new(0),
+            segments_cut: AtomicU64::new(0),
+            items_deleted: AtomicU64::new(0),
+            cost_micro_usd: AtomicU64::new(0),
+            last_input_tokens: AtomicU64::new(0),
+            max_input_tokens: AtomicU64::new(0),
+            tokens: Default::default(),
+            lag_ms: AtomicU64::new(0),
+            ear_voice_ms: Mutex::default(),
+            system_ms: Mutex::default(),
+        }
+    }
+
+    /// The state.
+    pub fn state(&self) -> RouteState {
+        RouteState::from_u8(self.state.load(Relaxed))
+    }
+
+    /// Sets the state (a finished or stopped route keeps its final state).
+    pub fn set_state(&self, s: RouteState) {
+        let _ = self.state.fetch_update(Relaxed, Relaxed, |cur| {
+            let cur = RouteState::from_u8(cur);
+            (!matches!(cur, RouteState::Done | RouteState::Stopped) || s == cur).then_some(s as u8)
+        });
+    }
+
+    /// Sets the state even over a final one (the failure policy stopped a finished route).
+    pub fn force_state(&self, s: RouteState) {
+        self.state.store(s as u8, Relaxed);
+    }
+
+    /// Records a system-added latency sample.
+    pub fn record_system(&self, held: Duration) {
+        self.system_ms.lock().unwrap_or_else(|p| p.into_inner()).record(held.as_secs_f64() * 1e3);
+    }
+
+    /// Records an ear-voice span sample.
+    pub fn record_ear_voice(&self, span: Duration) {
+        self.ear_voice_ms.lock().unwrap_or_else(|p| p.into_inner()).record(span.as_secs_f64() * 1e3);
+    }
+
+    /// Cost so far in USD.
+    pub fn cost_usd(&self) -> f64 {
+        self.cost_micro_usd.load(Relaxed) as f64 / 1e6
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let q = |r: &Mutex<Reservoir>, p: f64| r.lock().unwrap_or_else(|e| e.into_inner()).quantile(p);
+        let t = |i: usize| self.tokens[i].load(Relaxed);
+        json!({
+            "route": self.name,
+            "source": self.source,
+            "language": self.language,
+            "state": self.state().as_str(),
+            "audio_in_s": self.frames_in.load(Relaxed) as f64 / RATE,
+            "audio_out_s": self.frames_out.load(Relaxed) as f64 / RATE,
+            "lag_s": self.lag_ms.load(Relaxed) as f64 / 1e3,
+            "input_gap_s": self.gap_frames.load(Relaxed) as f64 / RATE,
+            "input_sent_frames": self.frames_sent.load(Relaxed),
+            "input_replayed_frames": self.frames_replayed.load(Relaxed),
+            "sessions": self.sessions.load(Relaxed),
+            "reconnects": self.reconnects.load(Relaxed),
+            "rotations": self.rotations.load(Relaxed),
+            "responses": self.responses.load(Relaxed),
+            "segments_cut": self.segments_cut.load(Relaxed),
+            "items_deleted": self.items_deleted.load(Relaxed),
+            "last_input_tokens": self.last_input_tokens.load(Relaxed),
+            "max_input_tokens": self.max_input_tokens.load(Relaxed),
+            "tokens": {"audio_in": t(0), "cached_in": t(1), "text_in": t(2), "audio_out": t(3), "text_out": t(4)},
+            "cost_usd": self.cost_usd(),
+            "ear_voice_ms": {"p50": q(&self.ear_voice_ms, 0.5), "p99": q(&self.ear_voice_ms, 0.99)},
+            "system_ms": {"p50": q(&self.system_ms, 0.5), "p99": q(&self.system_ms, 0.99)},
+        })
+    }
+}
+
+/// Counters of one sink instance.
+#[derive(Debug)]
+pub struct SinkStats {
+    /// Instance id (`recording:es`).
+    pub name: String,
+    /// Frames delivered (24 kHz count).
+    pub frames: AtomicU64,
+    /// Text events delivered.
+    pub texts: AtomicU64,
+    /// Failures (errors and panics).
+    pub failures: AtomicU64,
+    /// Restarts by the failure policy.
+    pub restarts: AtomicU64,
+    /// 0 running, 1 done, 2 failed/stopped, 3 abandoned.
+    pub state: AtomicU8,
+}
+
+impl SinkStats {
+    /// New counters.
+    pub fn new(name: &str) -> SinkStats {
+        SinkStats {
+            name: name.into(),
+            frames: AtomicU64::new(0),
+            texts: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
+            state: AtomicU8::new(0),
+        }
+    }
+
+    fn state_str(&self) -> &'static str {
+        match self.state.load(Relaxed) {
+            0 => "running",
+            1 => "done",
+            2 => "stopped",
+            _ => "abandoned",
+        }
+    }
+}
+
+/// Everything a run counts.
+pub struct RunStats {
+    /// When the run started.
+    pub started: Instant,
+    /// Per route, in route order.
+    pub routes: Vec<Arc<RouteStats>>,
+    /// Per sink instance, with its lane (for drop counts).
+    pub sinks: Vec<(Arc<SinkStats>, Arc<SinkLane>)>,
+    /// Per source: (id, frames read at 24 kHz).
+    pub sources: Vec<(String, Arc<AtomicU64>)>,
+    /// The budget, if any.
+    pub budget_usd: Option<f64>,
+}
+
+impl RunStats {
+    /// Total cost so far (USD).
+    pub fn cost_usd(&self) -> f64 {
+        self.routes.iter().map(|r| r.cost_usd()).sum()
+    }
+
+    /// Drops of every sink, in frames.
+    pub fn sink_drops(&self) -> u64 {
+        self.sinks.iter().map(|(_, l)| l.counts().dropped_frames).sum()
+    }
+
+    /// The status as JSON (for `--json-status`).
+    pub fn json(&self, final_: bool, exit: Option<u8>) -> serde_json::Value {
+        json!({
+            "final": final_,
+            "exit_status": exit,
+            "elapsed_s": self.started.elapsed().as_secs_f64(),
+            "cost_usd": self.cost_usd(),
+            "budget_usd": self.budget_usd,
+            "sources": self.sources.iter().map(|(id, f)| json!({
+                "source": id, "audio_s": f.load(Relaxed) as f64 / RATE,
+            })).collect::<Vec<_>>(),
+            "routes": self.routes.iter().map(|r| r.json()).collect::<Vec<_>>(),
+            "sinks": self.sinks.iter().map(|(s, l)| {
+                let c = l.counts();
+                json!({
+                    "sink": s.name,
+                    "state": s.state_str(),
+                    "audio_s": s.frames.load(Relaxed) as f64 / RATE,
+                    "texts": s.texts.load(Relaxed),
+                    "dropped_s": c.dropped_frames as f64 / RATE,
+                    "dropped_text": c.dropped_text,
+                    "queued_s": c.queued_frames as f64 / RATE,
+                    "stalls": c.stalls,
+                    "failures": s.failures.load(Relaxed),
+                    "restarts": s.restarts.load(Relaxed),
+                })
+            }).collect::<Vec<_>>(),
+        })
+    }
+
+    /// The Prometheus text exposition of the counters.
+    pub fn prometheus(&self) -> String {
+        let mut o = String::new();
+        let mut metric = |name: &str, help: &str, kind: &str, rows: Vec<(String, f64)>| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, v) in rows {
+                let _ = writeln!(o, "{name}{{{labels}}} {v}");
+            }
+        };
+        let rl = |r: &RouteStats| format!("route=\"{}\",source=\"{}\",language=\"{}\"", r.name, r.source, r.language);
+        let per_route = |f: &dyn Fn(&RouteStats) -> f64| self.routes.iter().map(|r| (rl(r), f(r))).collect::<Vec<_>>();
+        metric(
+            "tolk_route_audio_in_seconds",
+            "Audio received from the source.",
+            "counter",
+            per_route(&|r| r.frames_in.load(Relaxed) as f64 / RATE),
+        );
+        metric(
+            "tolk_route_audio_out_seconds",
+            "Audio delivered to the sinks.",
+            "counter",
+            per_route(&|r| r.frames_out.load(Relaxed) as f64 / RATE),
+        );
+        metric(
+            "tolk_route_input_gap_seconds",
+            "Input audio lost before a session.",
+            "counter",
+            per_route(&|r| r.gap_frames.load(Relaxed) as f64 / RATE),
+        );
+        metric(
+            "tolk_route_lag_seconds",
+            "How far the output trails the input.",
+            "gauge",
+            per_route(&|r| r.lag_ms.load(Relaxed) as f64 / 1e3),
+        );
+        metric(
+            "tolk_route_reconnects_total",
+            "Reconnects after a dropped socket.",
+            "counter",
+            per_route(&|r| r.reconnects.load(Relaxed) as f64),
+        );
+        metric(
+            "tolk_route_rotations_total",
+            "Rotations to a fresh session.",
+            "counter",
+            per_route(&|r| r.rotations.load(Relaxed) as f64),
+        );
+        metric(
+            "tolk_route_responses_total",
+            "Responses completed.",
+            "counter",
+            per_route(&|r| r.responses.load(Relaxed) as f64),
+        );
+        metric("tolk_route_cost_usd", "Cost so far.", "counter", per_route(&|r| r.cost_usd()));
+        metric(
+            "tolk_route_last_input_tokens",
+            "Input tokens of the latest response.",
+            "gauge",
+            per_route(&|r| r.last_input_tokens.load(Relaxed) as f64),
+        );
+        for (name, res, help) in [
+            (
+                "tolk_route_ear_voice_ms",
+                &|r: &RouteStats| &r.ear_voice_ms as &Mutex<Reservoir>,
+                "Ear-voice span: end of source speech to first translated audio at a sink.",
+            ),
+            (
+                "tolk_route_system_added_ms",
+                &|r: &RouteStats| &r.system_ms as &Mutex<Reservoir>,
+                "Time tolk itself holds audio on one leg.",
+            ),
+        ] as [(&str, &dyn Fn(&RouteStats) -> &Mutex<Reservoir>, &str); 2]
+        {
+            let mut rows = vec![];
+            for r in &self.routes {
+                let res = res(r).lock().unwrap_or_else(|e| e.into_inner());
+                for q in [0.5, 0.99] {
+                    if let Some(v) = res.quantile(q) {
+                        rows.push((format!("{},quantile=\"{q}\"", rl(r)), v));
+                    }
+                }
+            }
+            metric(name, help, "summary", rows);
+        }
+        let sink_rows = |f: &dyn Fn(&SinkStats, &SinkLane) -> f64| {
+            self.sinks.iter().map(|(s, l)| (format!("sink=\"{}\"", s.name), f(s, l))).collect::<Vec<_>>()
+        };
+        metric(
+            "tolk_sink_audio_seconds",
+            "Audio delivered to the sink.",
+            "counter",
+            sink_rows(&|s, _| s.frames.load(Relaxed) as f64 / RATE),
+        );
+        metric(
+            "tolk_sink_dropped_seconds",
+            "Audio the sink's lane dropped (oldest first).",
+            "counter",
+            sink_rows(&|_, l| l.counts().dropped_frames as f64 / RATE),
+        );
+        metric(
+            "tolk_sink_failures_total",
+            "Sink errors and panics.",
+            "counter",
+            sink_rows(&|s, _| s.failures.load(Relaxed) as f64),
+        );
+        metric("tolk_run_cost_usd", "Cost of the run so far.", "counter", vec![(String::new(), self.cost_usd())]);
+        o
+    }
+
+    /// The one-line live status.
+    pub fn status_line(&self, width: usize) -> String {
+        let mut s = format!("{:>6.1}s", self.started.elapsed().as_secs_f64());
+        if self.routes.iter().any(|r| r.language != crate::config::FLOOR) {
+            let _ = write!(s, " ${:.3}", self.cost_usd());
+            if let Some(b) = self.budget_usd {
+                let _ = write!(s, "/{b:.2}");
+            }
+        }
+        let drops = self.sink_drops();
+        if drops > 0 {
+            let _ = write!(s, " sink-drop {:.1}s", drops as f64 / RATE);
+        }
+        for r in &self.routes {
+            let _ = write!(
+                s,
+                " │ {} {} in {:.1}s out {:.1}s",
+                r.name,
+                r.state().as_str(),
+                r.frames_in.load(Relaxed) as f64 / RATE,
+                r.frames_out.load(Relaxed) as f64 / RATE
+            );
+            let lag = r.lag_ms.load(Relaxed);
+            if lag > 0 {
+                let _ = write!(s, " lag {:.1}s", lag as f64 / 1e3);
+            }
+            let gap = r.gap_frames.load(Relaxed);
+            if gap > 0 {
+                let _ = write!(s, " gap {:.1}s", gap as f64 / RATE);
+            }
+            let c = r.cost_usd();
+            if c > 0.0 {
+                let _ = write!(s, " ${c:.3}");
+            }
+        }
+        if s.chars().count() > width {
+            s = s.chars().take(width.saturating_sub(1)).collect::<String>() + "…";
+        }
+        s
+    }
+}
+
+/// Writes `text` to `path` atomically (a temporary file beside it, then rename), so a reader
+/// never sees half a file.
+pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!(
+        "{}.tmp",
+        path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default()
+    ));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reservoir_quantiles() {
+        let mut r = Reservoir::default();
+        assert_eq!(r.quantile(0.5), None);
+        for i in 1..=101 {
+            r.record(f64::from(i));
+        }
+        assert_eq!(r.quantile(0.5), Some(51.0));
+        assert_eq!(r.quantile(0.99), Some(100.0));
+    }
+
+    #[test]
+    fn final_states_stick() {
+        let r = RouteStats::new("stage", "es");
+        r.set_state(RouteState::Running);
+        r.set_state(RouteState::Stopped);
+        r.set_state(RouteState::Running);
+        assert_eq!(r.state(), RouteState::Stopped);
+    }
+}

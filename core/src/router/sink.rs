@@ -1,0 +1,237 @@
+//! The thread that owns a sink instance (`tolk-sink-<id>`): pops its lane, converts audio
+//! from the internal format to the sink's own (one converter per route feeding it), and calls
+//! the plugin. A failing sink is restarted here under `restart`; `stop-route` and `exit` go to
+//! the control loop. The thread ends when every route feeding it has ended, or at once when
+//! the run stops now; either way the sink is flushed and stopped, so its files are valid.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, atomic::Ordering::Relaxed},
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use tolk_plugin_api::{AudioBlock, AudioFormat, PluginError, PluginKind, Samples, TextEvent};
+
+use super::{Control, MAX_RESTARTS, RATE, Shared, sink_lane::SinkItem, what};
+use crate::{audio::Converter, config::FailurePolicy, plugin_host::SinkInstance, shutdown::Level};
+
+/// How often a sink is asked to flush while audio flows.
+const FLUSH_EVERY: Duration = Duration::from_secs(2);
+
+/// Starts the thread for sink instance `idx`.
+pub(crate) fn spawn(shared: Arc<Shared>, idx: usize, instance: SinkInstance) -> JoinHandle<()> {
+    let name = format!("tolk-sink-{}", shared.plan.sinks[idx].id);
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || {
+            let mut t = SinkThread {
+                pending: shared.plan.sinks[idx].routes.clone(),
+                shared,
+                idx,
+                format: None,
+                streams: HashMap::new(),
+                restarts: 0,
+            };
+            let done = t.run(instance);
+            let stats = &t.shared.sink_stats[idx];
+            stats.state.store(if done { 1 } else { 2 }, Relaxed);
+            let _ = t.shared.control.send(Control::SinkDone);
+        })
+        .expect("spawn a sink thread")
+}
+
+/// Per route feeding the sink: its converter and where its stream is.
+struct Stream {
+    converter: Option<Converter>,
+    /// Next expected input offset (24 kHz).
+    expected_in: u64,
+    /// Next output offset (sink rate).
+    out_pos: u64,
+    started: bool,
+}
+
+struct SinkThread {
+    shared: Arc<Shared>,
+    idx: usize,
+    /// Routes that have not ended yet.
+    pending: Vec<usize>,
+    format: Option<AudioFormat>,
+    streams: HashMap<usize, Stream>,
+    restarts: u32,
+}
+
+impl SinkThread {
+    /// Returns true when the sink finished normally.
+    fn run(&mut self, mut instance: SinkInstance) -> bool {
+        if let Err(e) = self.begin(&mut instance) {
+            match self.recover(&mut instance, e) {
+                true => {}
+                false => return false,
+            }
+        }
+        let lane = Arc::clone(&self.shared.sink_lanes[self.idx]);
+        let mut last_flush = Instant::now();
+        let mut dirty = false;
+        while !self.pending.is_empty() {
+            if self.shared.shutdown.level() >= Level::Now {
+                break;
+            }
+            let Some(item) = lane.pop(Duration::from_millis(100)) else {
+                if dirty && last_flush.elapsed() >= FLUSH_EVERY {
+                    dirty = false;
+                    last_flush = Instant::now();
+                    if let Err(e) = instance.flush()
+                        && !self.recover(&mut instance, e)
+                    {
+                        return false;
+                    }
+                }
+                continue;
+            };
+            let r = match self.handle(&mut instance, item) {
+                Ok(wrote) => {
+                    dirty |= wrote;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = r
+                && !self.recover(&mut instance, e)
+            {
+                return false;
+            }
+            if dirty && last_flush.elapsed() >= FLUSH_EVERY * 5 {
+                // A busy sink is flushed too (every 10 s), so a crash loses little.
+                dirty = false;
+                last_flush = Instant::now();
+                if let Err(e) = instance.flush()
+                    && !self.recover(&mut instance, e)
+                {
+                    return false;
+                }
+            }
+        }
+        let finished = self.pending.is_empty();
+        let _ = instance.flush();
+        if let Err(e) = instance.stop() {
+            tracing::warn!("{}: stop: {e}", what(PluginKind::Sink, &self.shared.plan.sinks[self.idx].id));
+        }
+        finished
+    }
+
+    fn begin(&mut self, instance: &mut SinkInstance) -> Result<(), PluginError> {
+        self.format = instance.format()?;
+        self.streams.clear();
+        instance.start()
+    }
+
+    /// Applies the failure policy to error `e`. Returns true when the sink carries on (it was
+    /// restarted), false when the thread must end.
+    fn recover(&mut self, instance: &mut SinkInstance, e: PluginError) -> bool {
+        let shared = Arc::clone(&self.shared);
+        let plan = &shared.plan.sinks[self.idx];
+        let who = what(PluginKind::Sink, &plan.id);
+        let stats = &shared.sink_stats[self.idx];
+        stats.failures.fetch_add(1, Relaxed);
+        let mut error = e;
+        if plan.policy == FailurePolicy::Restart {
+            while self.restarts < MAX_RESTARTS {
+                self.restarts += 1;
+                stats.restarts.fetch_add(1, Relaxed);
+                tracing::error!("{who} failed: {error}; restarting it ({}/{MAX_RESTARTS})", self.restarts);
+                let _ = instance.stop();
+                match self.shared.registry.create_sink(
+                    &plan.plugin,
+                    &plan.config,
+                    self.shared.host(&plan.id, &plan.plugin),
+                ) {
+                    Ok(mut fresh) => match self.begin(&mut fresh) {
+                        Ok(()) => {
+                            *instance = fresh;
+                            return true;
+                        }
+                        Err(e) => error = e,
+                    },
+                    Err(e) => error = e,
+                }
+            }
+        }
+        let policy = if plan.policy == FailurePolicy::Exit { FailurePolicy::Exit } else { FailurePolicy::StopRoute };
+        // A poisoned instance is not entered again; an erring one is asked to close its files.
+        if instance.poisoned().is_none() {
+            let _ = instance.stop();
+        }
+        self.shared.sink_lanes[self.idx].close();
+        let _ = self.shared.control.send(Control::Failed { what: who, error, policy, routes: self.pending.clone() });
+        false
+    }
+
+    /// Delivers one item; returns whether audio or text was written.
+    fn handle(&mut self, instance: &mut SinkInstance, item: SinkItem) -> Result<bool, PluginError> {
+        match item {
+            SinkItem::Audio { route, language, chunk, queued: _ } => {
+                let Some(format) = self.format else { return Ok(false) };
+                if !self.pending.contains(&route) {
+                    return Ok(false);
+                }
+                let st = self.streams.entry(route).or_insert_with(|| Stream {
+                    converter: (format != AudioFormat::SESSION)
+                        .then(|| Converter::new(AudioFormat::SESSION, format).ok())
+                        .flatten(),
+                    expected_in: chunk.offset,
+                    out_pos: chunk.offset * u64::from(format.sample_rate) / u64::from(RATE),
+                    started: false,
+                });
+                if st.started && chunk.offset > st.expected_in {
+                    st.out_pos += (chunk.offset - st.expected_in) * u64::from(format.sample_rate) / u64::from(RATE);
+                }
+                st.started = true;
+                st.expected_in = chunk.offset + chunk.samples.len() as u64;
+                let (samples, offset) = match &mut st.converter {
+                    None => (Samples::I16(&chunk.samples), chunk.offset),
+                    Some(c) => (c.process(Samples::I16(&chunk.samples)), st.out_pos),
+                };
+                let frames = samples.len() / usize::from(format.channels.max(1));
+                let block = AudioBlock::new(format, samples, offset, &language);
+                instance.on_audio(block)?;
+                if st.converter.is_some() {
+                    st.out_pos += frames as u64;
+                }
+                self.shared.route_stats[route].record_system(chunk.born.elapsed());
+                self.shared.sink_stats[self.idx].frames.fetch_add(chunk.samples.len() as u64, Relaxed);
+                Ok(true)
+            }
+            SinkItem::Text { route, item } => {
+                if !self.pending.contains(&route) {
+                    return Ok(false);
+                }
+                let ev = TextEvent::new(
+                    item.role,
+                    item.is_final,
+                    item.utterance_id,
+                    &item.language,
+                    &item.text,
+                    item.start_ms,
+                    item.end_ms,
+                );
+                instance.on_text(ev)?;
+                self.shared.sink_stats[self.idx].texts.fetch_add(1, Relaxed);
+                Ok(true)
+            }
+            SinkItem::End { route } => {
+                self.pending.retain(|&r| r != route);
+                if let (Some(format), Some(st)) = (self.format, self.streams.get_mut(&route))
+                    && let Some(c) = &mut st.converter
+                {
+                    let tail = c.finish();
+                    if !tail.is_empty() {
+                        let block = AudioBlock::new(format, tail, st.out_pos, &self.shared.route_language[route]);
+                        instance.on_audio(block)?;
+                    }
+                }
+                Ok(false)
+            }
+        }
+    }
+}

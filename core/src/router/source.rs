@@ -1,0 +1,241 @@
+//! The thread that owns a source instance (`tolk-src-<id>`): starts it on a lane, converts
+//! each block to the internal format at the edge, and hands one shared chunk to every route
+//! of the source. It applies the failure policy to its source (restart here; stop-route and
+//! exit through the control loop) and ends the routes when the source ends.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tolk_plugin_api::{AudioFormat, PluginError, PluginKind, Samples};
+
+use super::{
+    Chunk, Control, MAX_RESTARTS, RATE, RouteIn, Shared,
+    lane::{self, LaneEvent, LaneReader, Policy},
+    metrics::RouteState,
+    what,
+};
+use crate::{
+    audio::Converter,
+    config::{FailurePolicy, run::Delivery},
+    plugin_host::SourceInstance,
+    shutdown::Level,
+};
+
+/// A route fed by a source.
+#[derive(Clone)]
+pub(crate) enum Consumer {
+    /// A floor route: chunks go straight to its sinks.
+    Floor(usize),
+    /// A translated route: chunks go to its session task.
+    Session(usize, mpsc::Sender<RouteIn>),
+}
+
+impl Consumer {
+    fn route(&self) -> usize {
+        match self {
+            Consumer::Floor(r) | Consumer::Session(r, _) => *r,
+        }
+    }
+}
+
+/// Starts the thread for source `idx`.
+pub(crate) fn spawn(
+    shared: Arc<Shared>,
+    idx: usize,
+    instance: SourceInstance,
+    consumers: Vec<Consumer>,
+    frames: Arc<AtomicU64>,
+) -> JoinHandle<()> {
+    let name = format!("tolk-src-{}", shared.config.sources[idx].id);
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || {
+            let mut t = SourceThread { shared, idx, consumers, frames, out_pos: 0 };
+            t.run(instance);
+            let _ = t.shared.control.send(Control::SourceDone);
+        })
+        .expect("spawn a source thread")
+}
+
+struct SourceThread {
+    shared: Arc<Shared>,
+    idx: usize,
+    consumers: Vec<Consumer>,
+    frames: Arc<AtomicU64>,
+    /// Next frame offset on the internal (24 kHz) stream clock.
+    out_pos: u64,
+}
+
+enum Ended {
+    /// End of stream or shutdown: routes end normally.
+    Normal,
+    /// The source failed.
+    Failed(PluginError),
+}
+
+impl SourceThread {
+    fn run(&mut self, mut instance: SourceInstance) {
+        let spec = self.shared.config.sources[self.idx].clone();
+        let who = what(PluginKind::Source, &spec.id);
+        let mut restarts = 0;
+        loop {
+            match self.play(&mut instance) {
+                Ended::Normal => break,
+                Ended::Failed(e) => {
+                    let policy = self.shared.plan.source_policy(self.idx);
+                    if policy == FailurePolicy::Restart && restarts < MAX_RESTARTS {
+                        restarts += 1;
+                        tracing::error!("{who} failed: {e}; restarting it ({restarts}/{MAX_RESTARTS})");
+                        let _ = instance.stop();
+                        match self.shared.registry.create_source(
+                            &spec.plugin,
+                            &spec.config,
+                            self.shared.host(&spec.id, &spec.plugin),
+                        ) {
+                            Ok(i) => {
+                                instance = i;
+                                continue;
+                            }
+                            Err(e2) => {
+                                self.fail(&who, e2, FailurePolicy::StopRoute);
+                                return;
+                            }
+                        }
+                    }
+                    let policy = if policy == FailurePolicy::Restart { FailurePolicy::StopRoute } else { policy };
+                    self.fail(&who, e, policy);
+                    let _ = instance.stop();
+                    return;
+                }
+            }
+        }
+        let _ = instance.stop();
+        for c in &self.consumers {
+            match c {
+                Consumer::Floor(r) => self.shared.end_route(*r),
+                Consumer::Session(r, tx) => {
+                    if self.shared.config.run.delivery == Delivery::Lossless {
+                        let _ = tx.blocking_send(RouteIn::End);
+                    } else if tx.try_send(RouteIn::End).is_err() {
+                        // A full input cannot take the end mark: the route ends as it is.
+                        let _ = tx.blocking_send(RouteIn::End);
+                    }
+                    let _ = r;
+                }
+            }
+        }
+    }
+
+    /// Reports a failure the control loop must handle; the consumers are dropped (session
+    /// routes see their input close).
+    fn fail(&mut self, who: &str, error: PluginError, policy: FailurePolicy) {
+        let routes: Vec<usize> = self.consumers.iter().map(Consumer::route).collect();
+        let _ = self.shared.control.send(Control::Failed { what: who.to_string(), error, policy, routes });
+        self.consumers.clear();
+    }
+
+    /// Starts the instance and pumps its lane until it ends, fails or the run stops.
+    fn play(&mut self, instance: &mut SourceInstance) -> Ended {
+        let format = match instance.format() {
+            Ok(f) => f,
+            Err(e) => return Ended::Failed(e),
+        };
+        let mut converter = match Converter::new(format, AudioFormat::SESSION) {
+            Ok(c) => c,
+            Err(e) => return Ended::Failed(PluginError::unsupported(e.to_string())),
+        };
+        let cap = Duration::from_millis(self.shared.config.run.source_buffer_ms);
+        let (writer, reader) = lane::lane(format, cap, Policy::Backpressure);
+        if let Err(e) = instance.start(writer.to_ffi()) {
+            return Ended::Failed(e);
+        }
+        for c in &self.consumers {
+            self.shared.route_stats[c.route()].set_state(RouteState::Running);
+        }
+        let ended = self.pump(&reader, &mut converter, format);
+        reader.close();
+        if let Ended::Normal = ended {
+            let born = Instant::now();
+            let tail: Vec<i16> = match converter.finish() {
+                Samples::I16(s) => s.to_vec(),
+                Samples::F32(_) => vec![],
+            };
+            self.emit(tail, born);
+        }
+        ended
+    }
+
+    fn pump(&mut self, reader: &LaneReader, converter: &mut Converter, format: AudioFormat) -> Ended {
+        let mut expected_in: u64 = 0;
+        loop {
+            if self.shared.shutdown.level() >= Level::Graceful {
+                return Ended::Normal;
+            }
+            match reader.recv_timeout(Duration::from_millis(100)) {
+                Some(LaneEvent::Audio(block)) => {
+                    let born = Instant::now();
+                    if block.frame_offset > expected_in {
+                        // Audio lost before the lane: keep the stream clock right.
+                        let gap = block.frame_offset - expected_in;
+                        self.out_pos += gap * u64::from(RATE) / u64::from(format.sample_rate);
+                    }
+                    let ch = usize::from(format.channels.max(1));
+                    let n_in = match &block.samples {
+                        lane::OwnedSamples::I16(v) => v.len(),
+                        lane::OwnedSamples::F32(v) => v.len(),
+                    } / ch;
+                    expected_in = block.frame_offset + n_in as u64;
+                    let out: Vec<i16> = match converter.process(block.samples.as_samples()) {
+                        Samples::I16(s) => s.to_vec(),
+                        Samples::F32(_) => vec![],
+                    };
+                    self.emit(out, born);
+                }
+                Some(LaneEvent::End) => return Ended::Normal,
+                Some(LaneEvent::Failed(e)) => return Ended::Failed(e),
+                None => {}
+            }
+        }
+    }
+
+    /// Hands one converted block to every route.
+    fn emit(&mut self, samples: Vec<i16>, born: Instant) {
+        if samples.is_empty() {
+            return;
+        }
+        let n = samples.len() as u64;
+        let chunk = Chunk { offset: self.out_pos, samples: Arc::from(samples), born };
+        self.out_pos += n;
+        self.frames.fetch_add(n, Relaxed);
+        let lossless = self.shared.config.run.delivery == Delivery::Lossless;
+        for c in &self.consumers {
+            let r = c.route();
+            if self.shared.is_stopped(r) {
+                continue;
+            }
+            self.shared.route_stats[r].frames_in.fetch_add(n, Relaxed);
+            match c {
+                Consumer::Floor(r) => self.shared.deliver_audio(*r, &chunk),
+                Consumer::Session(r, tx) => {
+                    if lossless {
+                        let _ = tx.blocking_send(RouteIn::Audio(chunk.clone()));
+                    } else {
+                        match tx.try_send(RouteIn::Audio(chunk.clone())) {
+                            Ok(()) | Err(TrySendError::Closed(_)) => {}
+                            Err(TrySendError::Full(_)) => {
+                                self.shared.route_stats[*r].gap_frames.fetch_add(n, Relaxed);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

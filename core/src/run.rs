@@ -1,0 +1,223 @@
+//! `tolk run CONFIG`: load the configuration and its plugins exactly as `tolk check` does, start
+//! the engine (for `provider = "local"`, tolk's own server in-process on 127.0.0.1), run the
+//! router until the sources end or Ctrl-C, and print the summary.
+//!
+//! Exit status: 0 when everything ran to the end; 1 when a plugin failed (whatever its
+//! policy did), a route could not run, a sink had to be abandoned, or the budget ran out; 2 for
+//! configuration and plugin-load errors (nothing started).
+
+use std::{
+    io::IsTerminal,
+    path::{Path, PathBuf},
+    sync::{Arc, atomic::Ordering::Relaxed},
+    time::Duration,
+};
+
+use crate::{
+    cli::{EXIT_OK, EXIT_RUNTIME, EXIT_USAGE},
+    config::{self, Config, FLOOR, Provider},
+    plugin_host::{Registry, SearchPath},
+    router::{self, EngineTarget, Outcome, RunOptions, metrics::RunStats},
+    shutdown::Shutdown,
+};
+
+/// Options of `tolk run`.
+#[derive(Debug, Clone, Default)]
+pub struct RunArgs {
+    /// The configuration file.
+    pub config: PathBuf,
+    /// JSON status file.
+    pub json_status: Option<PathBuf>,
+    /// Prometheus text file.
+    pub prometheus: Option<PathBuf>,
+    /// Status period.
+    pub interval_ms: u64,
+    /// Never draw the status line.
+    pub no_status: bool,
+    /// Verbosity (for load reports).
+    pub verbose: u8,
+}
+
+/// Loads `path` and its plugins; prints problems; `Err(exit status)` when it cannot run.
+pub fn load(path: &Path, verbose: u8) -> Result<(Config, Registry), u8> {
+    let (config, mut errors) = config::parse(path);
+    let mut search = SearchPath::new(&config.plugin_dirs);
+    search.dirs.retain(|(d, _)| d.is_dir());
+    let reg = Registry::discover(&search);
+    if errors.is_empty() {
+        let plugins = config::check_plugins(&config, &reg);
+        errors.extend(plugins.errors);
+        for w in config.warnings.iter().chain(&plugins.warnings) {
+            eprintln!("warning: {w}");
+        }
+    }
+    if !errors.is_empty() {
+        for e in &errors {
+            eprintln!("error: {e}");
+        }
+        if verbose > 0 {
+            for e in &reg.errors {
+                if let Some(d) = e.detail() {
+                    eprintln!("{d}");
+                }
+            }
+        }
+        let n = errors.len();
+        eprintln!("{}: {n} error{}", config.file, if n == 1 { "" } else { "s" });
+        return Err(EXIT_USAGE);
+    }
+    Ok((config, reg))
+}
+
+/// `tolk run`.
+pub fn run(args: &RunArgs) -> u8 {
+    let (config, registry) = match load(&args.config, args.verbose) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return EXIT_RUNTIME;
+        }
+    };
+    let shutdown = Shutdown::new();
+    {
+        let _guard = rt.enter();
+        shutdown.listen_for_signals();
+    }
+    let translated = config.routes.iter().any(|r| r.to.iter().any(|l| l != FLOOR));
+    let mut server = None;
+    let engine = if translated {
+        match start_engine(&config, &rt) {
+            Ok((e, s)) => {
+                server = s;
+                Some(e)
+            }
+            Err(msg) => {
+                eprintln!("error: {}: {msg}", config.file);
+                return EXIT_USAGE;
+            }
+        }
+    } else {
+        None
+    };
+    let options = RunOptions {
+        status_line: !args.no_status && std::io::stderr().is_terminal(),
+        json_status: args.json_status.clone(),
+        prometheus: args.prometheus.clone(),
+        interval: Duration::from_millis(if args.interval_ms == 0 { 1000 } else { args.interval_ms }),
+    };
+    let config = Arc::new(config);
+    let outcome = match router::run(Arc::clone(&config), Arc::new(registry), engine, rt.handle(), shutdown, &options) {
+        Ok(o) => o,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("error: {}: {e}", config.file);
+            }
+            return EXIT_RUNTIME;
+        }
+    };
+    print_summary(&config, &outcome);
+    if let Some(s) = server {
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(2), s.shutdown()).await.ok() });
+    }
+    // Sessions are closed by now; a hung plugin thread must not keep the process alive.
+    rt.shutdown_timeout(Duration::from_secs(2));
+    outcome.exit
+}
+
+/// Starts the engine the translated routes talk to: for `provider = "local"` without a `url`,
+/// tolk's own server in-process on 127.0.0.1 (a free port), kept running in the returned
+/// handle; otherwise the configured service.
+fn start_engine(
+    config: &Config,
+    rt: &tokio::runtime::Runtime,
+) -> Result<(EngineTarget, Option<crate::serve::ServerHandle>), String> {
+    match config.engine.provider {
+        Provider::Local if config.engine.url.is_none() => {
+            let server = rt
+                .block_on(crate::serve::Server::bind(crate::serve::ServeOptions::default()))
+                .map_err(|e| format!("cannot start the local server: {e}"))?;
+            let handle = {
+                let _guard = rt.enter();
+                server.spawn()
+            };
+            tracing::info!("local engine listening on {}", handle.url());
+            let url = format!("{}/v1/realtime", handle.url());
+            Ok((EngineTarget { engine: config.engine.clone(), url: Some(url) }, Some(handle)))
+        }
+        _ => {
+            // A missing key or endpoint is a configuration error: say so before starting.
+            crate::realtime::Endpoint::resolve(&config.engine, None, |k| std::env::var(k).ok())
+                .map_err(|e| e.to_string())?;
+            Ok((EngineTarget { engine: config.engine.clone(), url: None }, None))
+        }
+    }
+}
+
+/// The closing summary on stdout: per route audio, responses, latency, cost; then problems.
+pub fn print_summary(config: &Config, outcome: &Outcome) {
+    let stats: &RunStats = &outcome.stats;
+    let secs = |f: u64| f as f64 / 24_000.0;
+    println!(
+        "{}: {} in {:.1} s — {} route{}, cost ${:.4}{}",
+        config.file,
+        if outcome.exit == EXIT_OK { "done" } else { "finished with problems" },
+        stats.started.elapsed().as_secs_f64(),
+        stats.routes.len(),
+        if stats.routes.len() == 1 { "" } else { "s" },
+        stats.cost_usd(),
+        config.run.budget_usd.map(|b| format!(" of ${b:.2} budget")).unwrap_or_default(),
+    );
+    for r in &stats.routes {
+        let mut line = format!(
+            "  {:<14} {:<11} in {:>7.1} s  out {:>7.1} s",
+            r.name,
+            r.state().as_str(),
+            secs(r.frames_in.load(Relaxed)),
+            secs(r.frames_out.load(Relaxed))
+        );
+        if r.language != FLOOR {
+            let ev = r.ear_voice_ms.lock().unwrap_or_else(|e| e.into_inner());
+            line += &format!(
+                "  responses {}  ear-voice p50 {}  sessions {} (reconnects {}, rotations {})  ${:.4}",
+                r.responses.load(Relaxed),
+                ev.quantile(0.5).map(|v| format!("{:.0} ms", v)).unwrap_or_else(|| "-".into()),
+                r.sessions.load(Relaxed),
+                r.reconnects.load(Relaxed),
+                r.rotations.load(Relaxed),
+                r.cost_usd()
+            );
+            let gap = r.gap_frames.load(Relaxed);
+            if gap > 0 {
+                line += &format!("  input gap {:.1} s", secs(gap));
+            }
+        }
+        let sys = r.system_ms.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some(p50), Some(p99)) = (sys.quantile(0.5), sys.quantile(0.99)) {
+            line += &format!("  system p50 {p50:.2} ms p99 {p99:.2} ms");
+        }
+        println!("{line}");
+    }
+    for (s, lane) in &stats.sinks {
+        let c = lane.counts();
+        if c.dropped_frames > 0 || c.stalls > 0 || s.failures.load(Relaxed) > 0 {
+            println!(
+                "  sink {}: dropped {:.1} s of audio, {} stall{}, {} failure{}, {} restart{}",
+                s.name,
+                secs(c.dropped_frames),
+                c.stalls,
+                if c.stalls == 1 { "" } else { "s" },
+                s.failures.load(Relaxed),
+                if s.failures.load(Relaxed) == 1 { "" } else { "s" },
+                s.restarts.load(Relaxed),
+                if s.restarts.load(Relaxed) == 1 { "" } else { "s" },
+            );
+        }
+    }
+    for p in &outcome.problems {
+        eprintln!("error: {p}");
+    }
+}

@@ -1,0 +1,485 @@
+//! `tolk run` end to end: the real binary, real plugins, and for translated routes tolk's own
+//! Realtime server (in-process in tolk, or in this test process when faults are injected).
+//!
+//! Translated audio comes from the deterministic test engine: each response is a 200 ms tone
+//! whose pitch names the target language, then the input utterance sample for sample. So a
+//! sink's recording can be split into (marker, utterance) pairs and checked against the input:
+//! the right language, every utterance, in order, none twice.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use tolk_core::serve::{
+    ServeOptions, Server, ServerHandle,
+    engine::{goertzel, marker_hz, marker_samples},
+    faults::Faults,
+};
+use tolk_tests::{Run, fixtures, read_wav_i16, tolk, write_wav_i16};
+
+/// Runs `tolk run CONFIG ARGS…`, killing it after `limit`.
+fn run_tolk(config: &Path, args: &[&str], limit: Duration) -> Run {
+    let dir = config.parent().unwrap();
+    let (out, err) = (dir.join("stdout.txt"), dir.join("stderr.txt"));
+    let mut child = tolk()
+        .args(["run", "--no-status"])
+        .arg(config)
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::from(std::fs::File::create(&out).unwrap()))
+        .stderr(Stdio::from(std::fs::File::create(&err).unwrap()))
+        .spawn()
+        .expect("spawn tolk");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "tolk run did not finish within {limit:?}\nstdout:\n{}\nstderr:\n{}",
+                std::fs::read_to_string(&out).unwrap_or_default(),
+                std::fs::read_to_string(&err).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: std::fs::read_to_string(&out).unwrap_or_default(),
+        stderr: std::fs::read_to_string(&err).unwrap_or_default(),
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn status(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("status.json")).expect("status.json")).unwrap()
+}
+
+/// A deterministic, never-silent signal (no run of zeros), full of detail.
+fn signal(n: usize, seed: u32) -> Vec<i16> {
+    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let v = ((x >> 16) as i32 % 6000) as i16;
+            if v == 0 { 1 } else { v }
+        })
+        .collect()
+}
+
+/// `count` utterances of `speech_ms` (distinct signals) separated by `pause_ms` of silence,
+/// after 300 ms of silence; returns (all samples, the utterances).
+fn speech(count: usize, speech_ms: usize, pause_ms: usize) -> (Vec<i16>, Vec<Vec<i16>>) {
+    let mut all = vec![0i16; 300 * 24];
+    let mut utts = vec![];
+    for i in 0..count {
+        let u = signal(speech_ms * 24, i as u32 + 7);
+        all.extend_from_slice(&u);
+        all.extend(std::iter::repeat_n(0, pause_ms * 24));
+        utts.push(u);
+    }
+    (all, utts)
+}
+
+/// Splits a recording into its non-silent runs (gaps of at least 10 ms of digital silence).
+fn runs(samples: &[i16]) -> Vec<&[i16]> {
+    let mut out = vec![];
+    let mut i = 0;
+    while i < samples.len() {
+        while i < samples.len() && samples[i] == 0 {
+            i += 1;
+        }
+        let start = i;
+        let mut zeros = 0;
+        let mut end = i;
+        while i < samples.len() && zeros < 240 {
+            if samples[i] == 0 {
+                zeros += 1;
+            } else {
+                zeros = 0;
+                end = i + 1;
+            }
+            i += 1;
+        }
+        if end > start {
+            out.push(&samples[start..end]);
+        }
+    }
+    out
+}
+
+/// Checks a translated recording: (marker of `lang`, utterance) pairs; returns the indices of
+/// the input utterances found, in order (a truncated one counts if it is a prefix).
+fn utterances_in(path: &Path, lang: &str, others: &[&str], utts: &[Vec<i16>]) -> Vec<usize> {
+    let (spec, samples) = read_wav_i16(path);
+    assert_eq!((spec.sample_rate, spec.channels), (24_000, 1), "{}", path.display());
+    let rs = runs(&samples);
+    let mut found = vec![];
+    let mut i = 0;
+    while i < rs.len() {
+        let m = rs[i];
+        assert!(
+            (marker_samples() - 10..=marker_samples() + 10).contains(&m.len()),
+            "{}: run {i} of {} samples is not a marker",
+            path.display(),
+            m.len()
+        );
+        let own = goertzel(m, 24_000, marker_hz(lang));
+        assert!(own > 0.1, "{}: marker {i} is not {lang} ({own})", path.display());
+        for o in others {
+            let a = goertzel(m, 24_000, marker_hz(o));
+            assert!(a < 0.03, "{}: marker {i} sounds like {o} too ({a}): cross-talk", path.display());
+        }
+        let u = rs.get(i + 1).unwrap_or_else(|| panic!("{}: marker {i} without an utterance", path.display()));
+        let k = utts
+            .iter()
+            .position(|x| x.as_slice() == *u || (u.len() >= 2400 && x.starts_with(u)))
+            .unwrap_or_else(|| panic!("{}: run {} ({} samples) is no input utterance", path.display(), i + 1, u.len()));
+        found.push(k);
+        i += 2;
+    }
+    found
+}
+
+fn floor_config(dir: &Path, input: &Path, extra: &str, sinks: &str, route_sinks: &[&str]) -> PathBuf {
+    let list = route_sinks.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
+    write(
+        dir,
+        "run.toml",
+        &format!(
+            "{extra}\n[[source]]\nid = \"stage\"\nplugin = \"tolk.wav\"\nlanguage = \"en\"\n[source.config]\npath = \"{}\"\nrealtime = false\n\n[[route]]\nsource = \"stage\"\nto = [\"floor\"]\nsinks = [{list}]\n{sinks}",
+            input.display()
+        ),
+    )
+}
+
+fn wav_sink(id: &str, path: &str, extra: &str) -> String {
+    format!("\n[[sink]]\nid = \"{id}\"\nplugin = \"tolk.wav\"\n[sink.config]\npath = \"{path}\"\n{extra}\n")
+}
+
+#[test]
+fn floor_route_is_bit_exact_and_converts_per_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let input: Vec<i16> = signal(24_000 * 3 + 123, 1);
+    write_wav_i16(&dir.path().join("in.wav"), 24_000, 1, &input);
+    let sinks = wav_sink("same", "out/same.wav", "")
+        + &wav_sink("wide", "out/wide-{lang}.wav", "sample_rate = 48000\nchannels = 2");
+    let config = floor_config(
+        dir.path(),
+        &dir.path().join("in.wav"),
+        "[run]\ndelivery = \"lossless\"",
+        &sinks,
+        &["same", "wide"],
+    );
+    let r =
+        run_tolk(&config, &["--json-status", "status.json", "--prometheus", "metrics.prom"], Duration::from_secs(60));
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let (_, same) = read_wav_i16(&dir.path().join("out/same.wav"));
+    assert!(same == input, "the floor is not bit-exact");
+    let (spec, wide) = read_wav_i16(&dir.path().join("out/wide-floor.wav"));
+    assert_eq!((spec.sample_rate, spec.channels), (48_000, 2));
+    assert_eq!(wide.len(), input.len() * 4);
+    let st = status(dir.path());
+    assert_eq!(st["final"], true);
+    assert_eq!(st["exit_status"], 0);
+    assert_eq!(st["routes"][0]["route"], "stage→floor");
+    let prom = std::fs::read_to_string(dir.path().join("metrics.prom")).unwrap();
+    assert!(prom.contains("tolk_sink_dropped_seconds{sink=\"same\"} 0"), "{prom}");
+}
+
+#[test]
+fn a_hung_sink_loses_only_its_own_audio() {
+    let dir = tempfile::tempdir().unwrap();
+    let input: Vec<i16> = signal(24_000 * 20, 2);
+    write_wav_i16(&dir.path().join("in.wav"), 24_000, 1, &input);
+    let sinks = wav_sink("good", "out/good.wav", "")
+        + "\n[[sink]]\nid = \"hung\"\nplugin = \"com.example.block-forever\"\n[sink.config]\nblock_after = 3\n";
+    let extra = format!(
+        "[plugins]\npath = \"{}\"\n[run]\ndelivery = \"lossless\"\nstall_timeout_ms = 200\nsink_buffer_ms = 1000\ndrain_timeout_ms = 1000",
+        fixtures().display()
+    );
+    let config = floor_config(dir.path(), &dir.path().join("in.wav"), &extra, &sinks, &["good", "hung"]);
+    let r = run_tolk(&config, &["--json-status", "status.json"], Duration::from_secs(60));
+    // The hung sink cannot be closed: the run says so, after everything else finished.
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("sink \"hung\": did not finish: abandoned"), "{}", r.stderr);
+    let (_, good) = read_wav_i16(&dir.path().join("out/good.wav"));
+    assert!(good == input, "the good sink lost audio because of the hung one");
+    let st = status(dir.path());
+    let hung = st["sinks"].as_array().unwrap().iter().find(|s| s["sink"] == "hung").unwrap();
+    assert_eq!(hung["state"], "abandoned");
+    // Its lane dropped (and counted) instead of growing: memory stays bounded.
+    assert!(hung["dropped_s"].as_f64().unwrap() > 15.0, "{hung}");
+    assert!(hung["queued_s"].as_f64().unwrap() <= 1.1, "{hung}");
+}
+
+/// Two sources, each with a floor route: one into a sink that panics, one into a good sink.
+fn panic_config(dir: &Path, policy: &str) -> PathBuf {
+    let input: Vec<i16> = signal(24_000 * 4, 3);
+    write_wav_i16(&dir.join("in.wav"), 24_000, 1, &input);
+    let mut c = format!("[plugins]\npath = \"{}\"\n[run]\ndelivery = \"lossless\"\n", fixtures().display());
+    for id in ["a", "b"] {
+        c += &format!(
+            "\n[[source]]\nid = \"{id}\"\nplugin = \"tolk.wav\"\nlanguage = \"en\"\n[source.config]\npath = \"in.wav\"\nrealtime = false\n"
+        );
+    }
+    c += &format!(
+        "\n[[route]]\nsource = \"a\"\nto = [\"floor\"]\nsinks = [\"bad\"]\non_plugin_failure = \"{policy}\"\n"
+    );
+    c += "\n[[route]]\nsource = \"b\"\nto = [\"floor\"]\nsinks = [\"good\"]\n";
+    c += "\n[[sink]]\nid = \"bad\"\nplugin = \"com.example.panic-on-write\"\n[sink.config]\npanic_after = 5\n";
+    c += &wav_sink("good", "out/good.wav", "");
+    write(dir, "run.toml", &c)
+}
+
+#[test]
+fn a_panicking_sink_stops_its_route_and_the_rest_runs_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = panic_config(dir.path(), "stop-route");
+    let r = run_tolk(&config, &["--json-status", "status.json"], Duration::from_secs(60));
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("sink \"bad\"") && r.stderr.contains("panicked"), "{}", r.stderr);
+    assert!(r.stderr.contains("stopped route a→floor"), "{}", r.stderr);
+    let (_, good) = read_wav_i16(&dir.path().join("out/good.wav"));
+    assert_eq!(good.len(), 24_000 * 4);
+    let st = status(dir.path());
+    assert_eq!(st["routes"][0]["state"], "stopped");
+    assert_eq!(st["routes"][1]["state"], "done");
+}
+
+#[test]
+fn a_panicking_sink_is_restarted_then_given_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = panic_config(dir.path(), "restart");
+    let r = run_tolk(&config, &["--json-status", "status.json"], Duration::from_secs(60));
+    let st = status(dir.path());
+    let bad = st["sinks"].as_array().unwrap().iter().find(|s| s["sink"] == "bad").unwrap().clone();
+    // Each new instance takes 5 blocks and panics on the 6th; after 5 restarts the route stops.
+    assert_eq!(bad["restarts"], 5, "{bad}\n{}", r.stderr);
+    assert_eq!(bad["failures"], 6, "{bad}");
+    assert_eq!(r.code, 1);
+    let (_, good) = read_wav_i16(&dir.path().join("out/good.wav"));
+    assert_eq!(good.len(), 24_000 * 4);
+}
+
+#[test]
+fn a_panicking_sink_with_exit_policy_stops_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = panic_config(dir.path(), "exit");
+    let r = run_tolk(&config, &[], Duration::from_secs(60));
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("on_plugin_failure = \"exit\": stopping the run"), "{}", r.stderr);
+}
+
+const LANGS: [&str; 8] = ["es", "fr", "de", "it", "pt", "nl", "pl", "ru"];
+
+/// A translated config: `to` languages, one WAV sink per language, engine at `url` (or tolk's
+/// own server when `None`).
+fn translated_config(dir: &Path, to: &[&str], url: Option<&str>, realtime: bool, run: &str) -> PathBuf {
+    let engine = match url {
+        Some(u) => format!("[engine]\nprovider = \"local\"\nurl = \"{u}\"\n"),
+        None => "[engine]\nprovider = \"local\"\n".into(),
+    };
+    let to = to.iter().map(|l| format!("\"{l}\"")).collect::<Vec<_>>().join(", ");
+    write(
+        dir,
+        "run.toml",
+        &format!(
+            "{engine}\n[run]\n{run}\n\n[[source]]\nid = \"stage\"\nplugin = \"tolk.wav\"\nlanguage = \"en\"\n[source.config]\npath = \"in.wav\"\nrealtime = {realtime}\n\n[[route]]\nsource = \"stage\"\nto = [{to}]\nsinks = [\"rec\", \"captions\"]\n\n[[sink]]\nid = \"rec\"\nplugin = \"tolk.wav\"\n[sink.config]\npath = \"out/{{lang}}.wav\"\n\n[[sink]]\nid = \"captions\"\nplugin = \"tolk.captions\"\n[sink.config]\njsonl = \"out/{{lang}}.jsonl\"\n"
+        ),
+    )
+}
+
+/// tolk's server in this process, with `faults` and `max_session`.
+fn server(faults: Faults, max_session: Option<Duration>) -> (tokio::runtime::Runtime, ServerHandle, String) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let mut o = ServeOptions { faults, ..ServeOptions::default() };
+    if let Some(m) = max_session {
+        o.max_session = m;
+    }
+    let handle = rt.block_on(async { Server::bind(o).await.unwrap().spawn() });
+    let url = format!("{}/v1/realtime", handle.url());
+    (rt, handle, url)
+}
+
+#[test]
+fn eight_routes_each_get_only_their_own_translation_in_order_and_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, utts) = speech(6, 700, 700);
+    write_wav_i16(&dir.path().join("in.wav"), 24_000, 1, &input);
+    let config = translated_config(dir.path(), &LANGS, None, false, "delivery = \"lossless\"");
+    let r = run_tolk(&config, &["--json-status", "status.json"], Duration::from_secs(90));
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    for lang in LANGS {
+        let others: Vec<&str> = LANGS.iter().copied().filter(|l| *l != lang).collect();
+        let found = utterances_in(&dir.path().join(format!("out/{lang}.wav")), lang, &others, &utts);
+        assert_eq!(found, (0..utts.len()).collect::<Vec<_>>(), "{lang}: utterances out of order or missing");
+        let captions = std::fs::read_to_string(dir.path().join(format!("out/{lang}.jsonl"))).unwrap();
+        assert_eq!(captions.lines().count(), utts.len(), "{captions}");
+        assert!(captions.lines().all(|l| l.contains(&format!("\"[{lang}] utterance"))), "{captions}");
+    }
+    let st = status(dir.path());
+    for route in st["routes"].as_array().unwrap() {
+        assert_eq!(route["responses"], utts.len() as u64, "{route}");
+        assert!(route["cost_usd"].as_f64().unwrap() > 0.0);
+    }
+    assert!(r.stdout.contains("stage→ru"), "{}", r.stdout);
+}
+
+#[test]
+fn dropped_sockets_lose_no_input_and_repeat_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, utts) = speech(8, 600, 700);
+    write_wav_i16(&dir.path().join("in.wav"), 24_000, 1, &input);
+    let faults = Faults { close_after: Some(Duration::from_millis(2500)), ..Faults::default() };
+    let (_rt, _server, url) = server(faults, None);
+    let config =
+        translated_config(dir.path(), &["es", "fr"], Some(&url), true, "reconnect_min_ms = 50\nreconnect_max_ms = 200");
+    let r = run_tolk(&config, &["--json-status", "status.json"], Duration::from_secs(60));
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let st = status(dir.path());
+    for (lang, route) in ["es", "fr"].iter().zip(st["routes"].as_array().unwrap()) {
+        assert!(route["reconnects"].as_u64().unwrap() >= 2, "{route}");
+        // Every input sample went to a session once (replays are counted apart).
+        assert_eq!(route["input_sent_frames"].as_u64().unwrap(), input.len() as u64, "{route}");
+        assert_eq!(route["input_gap_s"], 0.0, "{route}");
+        let found = utterances_in(&dir.path().join(format!("out/{lang}.wav")), lang, &[], &utts);
+        let mut sorted = found.clone();
+        sorted.dedup();
+        assert_eq!(sorted, found, "{lang}: an utterance was translated twice: {found:?}");
+        assert!(found.windows(2).all(|w| w[0] < w[1]), "{lang}: out of order: {found:?}");
+        assert!(found.len() >= utts.len() - 1, "{lang}: utterances lost: {found:?}");
+    }
+}
+
+#[test]
+fn sessions_rotate_before_expiry_without_gap_or_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, utts) = speech(8, 600, 700);
+    write_wav_i16(&dir.path().join("in.wav"), 24_000, 1, &input);
+    let (_rt, _server, url) = server(Faults::default(), Some(Duration::from_secs(5)));
+    let config = translated_config(dir.path(), &["de"], Some(&url), true, "rotate_margin_s = 3");
+    let r = run_tolk(&config, &["--json-status", "status.json"], Duration::from_secs(60));
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let st = status(dir.path());
+    let route = &st["routes"][0];
+    assert!(route["rotations"].as_u64().unwrap() >= 2, "{route}");
+    assert_eq!(route["reconnects"], 0, "{route}");
+    let found = utterances_in(&dir.path().join("out/de.wav"), "de", &[], &utts);
+    assert_eq!(found, (0..utts.len()).collect::<Vec<_>>(), "gap or duplicate across rotations");
+}
+
+#[test]
+fn old_turns_are_deleted_so_input_tokens_stay_flat() {
+    let max_tokens = |n: usize| {
+        let dir = tempfile::tempdir().unwrap();
+        let (input, _) = speech(n, 500, 600);
+        write_wav_i16(&dir.path().join("in.wav"), 24_000, 1, &input);
+        let config = translated_config(dir.path(), &["es"], None, false, "delivery = \"lossless\"\nkeep_turns = 2");
+        let r = run_tolk(&config, &["--json-status", "status.json"], Duration::from_secs(90));
+        assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+        let st = status(dir.path());
+        let route = st["routes"][0].clone();
+        assert_eq!(route["responses"], n as u64, "{route}");
+        route["max_input_tokens"].as_u64().unwrap()
+    };
+    // A long event (accelerated: read as fast as the engine takes it) re-reads no more
+    // context per turn than a short one that has reached its steady state.
+    let short = max_tokens(15);
+    let long = max_tokens(60);
+    assert!(long <= short + short / 5, "input tokens per turn grew from {short} to {long}");
+}
+
+#[test]
+fn reaching_the_budget_stops_new_responses() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, _) = speech(20, 600, 700);
+    write_wav_i16(&dir.path().join("in.wav"), 24_000, 1, &input);
+    let config = translated_config(dir.path(), &["es"], None, false, "delivery = \"lossless\"\nbudget_usd = 0.02");
+    let r = run_tolk(&config, &["--json-status", "status.json"], Duration::from_secs(60));
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("budget of $0.02 reached"), "{}", r.stderr);
+    let st = status(dir.path());
+    let route = &st["routes"][0];
+    let responses = route["responses"].as_u64().unwrap();
+    assert!((1..20).contains(&responses), "{route}");
+    assert_eq!(route["state"], "done");
+}
+
+#[test]
+fn sigterm_ends_the_run_gracefully_with_valid_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let input: Vec<i16> = signal(24_000 * 30, 4);
+    write_wav_i16(&dir.path().join("in.wav"), 24_000, 1, &input);
+    let text = std::fs::read_to_string(floor_config(
+        dir.path(),
+        &dir.path().join("in.wav"),
+        "",
+        &wav_sink("rec", "out/rec.wav", ""),
+        &["rec"],
+    ))
+    .unwrap()
+    .replace("realtime = false", "realtime = true");
+    let config = write(dir.path(), "run.toml", &text);
+    let mut child = tolk()
+        .args(["run", "--no-status"])
+        .arg(&config)
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let killed = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    assert!(killed.success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "tolk did not stop after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    // The recording is a valid WAV holding the start of the input, bit for bit.
+    let (_, rec) = read_wav_i16(&dir.path().join("out/rec.wav"));
+    assert!(rec.len() >= 24_000 / 2 && rec.len() < input.len(), "{} samples", rec.len());
+    assert!(input.starts_with(&rec));
+}
+
+#[test]
+fn a_speaker_who_never_pauses_is_cut_into_bounded_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    // 12 s of speech without a pause, then silence.
+    let mut input = signal(24_000 * 12, 5);
+    input.extend(std::iter::repeat_n(0, 24_000));
+    write_wav_i16(&dir.path().join("in.wav"), 24_000, 1, &input);
+    let config = translated_config(dir.path(), &["fr"], None, false, "delivery = \"lossless\"\nmax_segment_ms = 4000");
+    let r = run_tolk(&config, &["--json-status", "status.json"], Duration::from_secs(60));
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let st = status(dir.path());
+    assert!(st["routes"][0]["segments_cut"].as_u64().unwrap() >= 2, "{}", st["routes"][0]);
+    // The test engine's transcripts give each segment's length: all bounded, none lost.
+    let captions = std::fs::read_to_string(dir.path().join("out/fr.jsonl")).unwrap();
+    let secs: Vec<f64> = captions
+        .lines()
+        .map(|l| {
+            let text = l.split("utterance ").nth(1).unwrap();
+            text.split(": ").nth(1).unwrap().split(" s").next().unwrap().parse().unwrap()
+        })
+        .collect();
+    assert!(secs.len() >= 3, "{captions}");
+    assert!(secs.iter().all(|s| *s <= 4.05), "a segment is longer than max_segment_ms: {secs:?}");
+    let total: f64 = secs.iter().sum();
+    assert!((12.0..=12.9).contains(&total), "segments cover {total} s of 12 s of speech: {secs:?}");
+}
