@@ -361,6 +361,12 @@ where
                         Flow::Continue
                     }
                     Some(Ok(_)) => Flow::Continue,
+                    // NOTE: once we asked to close, a reset instead of a closing handshake is
+                    // the end we wanted, not a failure worth a warning.
+                    Some(Err(e)) if self.closing.is_some() => {
+                        debug!(target: "tolk::realtime", "connection ended while closing: {e}");
+                        Flow::Stop(self.end_reason(CloseReason::Normal))
+                    }
                     Some(Err(e)) => {
                         warn!(target: "tolk::realtime", "realtime connection failed: {e}");
                         Flow::Stop(self.end_reason(CloseReason::Dropped))

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the Debian packages tolk's full build and test suite need (the demo needs none):
+#   pkg-config, libasound2-dev  cpal in the tolk.mic / tolk.speaker plugins links ALSA
+#   pulseaudio, pulseaudio-utils  the real-time device tests (a private daemon with null sinks)
+#   python3, python3-venv  the openai SDK compatibility test of `tolk serve` (tests/python)
+# Does nothing when they are all installed; uses sudo when not root.
+set -euo pipefail
+packages=(pkg-config libasound2-dev pulseaudio pulseaudio-utils python3 python3-venv)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
+echo "deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
