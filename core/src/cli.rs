@@ -333,8 +333,9 @@ fn check(path: &Path, verbose: u8) -> u8 {
     );
     for r in &config.routes {
         let src = config.source(&r.source).map(|s| s.language.as_str()).unwrap_or("?");
+        let via = r.via.as_ref().map(|v| format!(" via {v}")).unwrap_or_default();
         println!(
-            "  {} ({src}) → {}  sinks: {}",
+            "  {} ({src}){via} → {}  sinks: {}",
             r.source,
             r.to.join(", "),
             if r.sinks.is_empty() { "none".into() } else { r.sinks.join(", ") }

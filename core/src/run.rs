@@ -145,7 +145,13 @@ fn start_engine(
                 server.spawn()
             };
             tracing::info!("local engine listening on {}", handle.url());
-            let url = format!("{}/v1/realtime", handle.url());
+            // The path the protocol uses on the real service (the legacy shape is told apart by
+            // its header, as there).
+            let path = match config.engine.protocol {
+                config::Protocol::Translation => "/v1/realtime/translations",
+                _ => "/v1/realtime",
+            };
+            let url = format!("{}{path}", handle.url());
             Ok((EngineTarget { engine: config.engine.clone(), url: Some(url) }, Some(handle)))
         }
         _ => {

@@ -9,6 +9,8 @@ mod devices;
 mod loading;
 mod readme_plugin;
 mod realtime;
+mod relay;
+mod room;
 mod roundtrip;
 mod run;
 mod serve;

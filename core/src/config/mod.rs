@@ -263,6 +263,9 @@ impl PluginSpec {
 /// untranslated, with no Realtime session (`to = ["floor", "es"]`).
 pub const FLOOR: &str = "floor";
 
+/// Default of `gate_release_ms`: room reverberation plus device latency.
+pub const GATE_RELEASE_MS: u64 = 300;
+
 /// A `[[route]]` (before expansion into one route per target language).
 #[derive(Debug, Clone)]
 pub struct RouteSpec {
@@ -270,6 +273,9 @@ pub struct RouteSpec {
     pub source: String,
     /// Target languages (canonical BCP-47).
     pub to: Vec<String>,
+    /// Relay: the pivot language (canonical) whose translation of `source` (another route's
+    /// output) is this route's input, instead of the source itself.
+    pub via: Option<String>,
     /// Voice for the translated speech.
     pub voice: Option<String>,
     /// Prompt provider id.
@@ -278,6 +284,14 @@ pub struct RouteSpec {
     pub sinks: Vec<String>,
     /// Failure policy.
     pub on_plugin_failure: FailurePolicy,
+    /// Also deliver the source's own audio to the route's sinks as floor blocks (translated
+    /// routes), for sinks that mix it under the translation.
+    pub floor: bool,
+    /// Sink ids or route ids (`source:lang`) whose playback of translation closes this route's
+    /// input (echo safety in rooms).
+    pub gate_while: Vec<String>,
+    /// How long the gate stays closed after that playback ends (ms).
+    pub gate_release_ms: u64,
     /// Key path (`route[0]`).
     pub key: String,
 }

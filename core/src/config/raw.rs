@@ -80,9 +80,15 @@ pub struct RawPlugin {
 pub struct RawRoute {
     pub source: String,
     pub to: Vec<String>,
+    pub via: Option<String>,
     pub voice: Option<String>,
     pub prompt: Option<String>,
     #[serde(default)]
     pub sinks: Vec<String>,
     pub on_plugin_failure: Option<String>,
+    #[serde(default)]
+    pub floor: bool,
+    #[serde(default)]
+    pub gate_while: Vec<String>,
+    pub gate_release_ms: Option<u64>,
 }

@@ -159,6 +159,8 @@ pub fn parse_str(text: &str, file: &str, dir: &Path) -> (Config, Vec<ConfigError
             config.routes.push(route);
         }
     }
+    relays(&mut cx, &config, &routed);
+    gates(&mut cx, &config);
     // Allowed, but probably not what the user meant; not worth saying while there are errors
     // (a rejected route leaves its sinks looking unused).
     if !cx.errors.is_empty() {
@@ -507,6 +509,39 @@ fn check_plugin_field(cx: &mut Ctx, key: &str, plugin: &str) {
     }
 }
 
+/// Checks every route's `gate_while`: each entry names a sink, or a route as `source:lang`.
+fn gates(cx: &mut Ctx, config: &Config) {
+    for r in &config.routes {
+        let mut seen: Vec<&str> = vec![];
+        for (i, g) in r.gate_while.iter().enumerate() {
+            let key = format!("{}.gate_while[{i}]", r.key);
+            if seen.contains(&g.as_str()) {
+                cx.err(key, format!("\"{g}\" is listed twice"));
+                continue;
+            }
+            seen.push(g);
+            let is_sink = config.sinks.iter().any(|s| &s.id == g);
+            let is_route = g.split_once(':').is_some_and(|(src, lang)| {
+                config.routes.iter().any(|x| x.source == src && x.to.iter().any(|t| t == lang && t != super::FLOOR))
+            });
+            if !is_sink && !is_route {
+                let routes = config
+                    .routes
+                    .iter()
+                    .flat_map(|x| x.to.iter().filter(|t| *t != super::FLOOR).map(move |t| format!("{}:{t}", x.source)));
+                let known: Vec<String> = config.sinks.iter().map(|s| s.id.clone()).chain(routes).collect();
+                cx.err(
+                    key,
+                    format!(
+                        "no sink or translated route with id \"{g}\"{}",
+                        did_you_mean(g, known.iter().map(String::as_str))
+                    ),
+                );
+            }
+        }
+    }
+}
+
 fn route(
     cx: &mut Ctx,
     config: &Config,
@@ -533,6 +568,19 @@ fn route(
     if r.to.is_empty() {
         cx.err(format!("{key}.to"), "lists no target language");
     }
+    // A relay route takes another route's translation (source → via) as its input.
+    let via = match r.via.as_deref().map(lang::canonical) {
+        None => None,
+        Some(Ok(l)) if source.is_some_and(|s| s.language == l) => {
+            cx.err(format!("{key}.via"), format!("\"{l}\" is the source's own language: route the source directly"));
+            None
+        }
+        Some(Ok(l)) => Some(l),
+        Some(Err(e)) => {
+            cx.err(format!("{key}.via"), e);
+            None
+        }
+    };
     let mut to = Vec::new();
     for (i, t) in r.to.iter().enumerate() {
         // The floor (the original, untranslated) is a channel like a language.
@@ -540,6 +588,13 @@ fn route(
             if t.eq_ignore_ascii_case(super::FLOOR) { Ok(super::FLOOR.to_string()) } else { lang::canonical(t) };
         match parsed {
             Ok(l) if to.contains(&l) => cx.err(format!("{key}.to[{i}]"), format!("\"{l}\" is listed twice")),
+            Ok(l) if r.via.is_some() && l == super::FLOOR => cx.err(
+                format!("{key}.to[{i}]"),
+                "a relay route (with `via`) has no floor: route the floor from the source",
+            ),
+            Ok(l) if via.as_ref() == Some(&l) => {
+                cx.err(format!("{key}.to[{i}]"), format!("\"{l}\" is the pivot language (`via`) itself"))
+            }
             Ok(l) if source.is_some_and(|s| s.language == l) => {
                 cx.err(format!("{key}.to[{i}]"), format!("\"{l}\" is the source's own language"))
             }
@@ -609,15 +664,63 @@ fn route(
             FailurePolicy::StopRoute
         }
     };
+    if r.floor && via.is_some() {
+        cx.err(format!("{key}.floor"), "a relay route (with `via`) has no floor of its own: route the source's floor");
+    }
+    let gate_release_ms = match r.gate_release_ms {
+        None => super::GATE_RELEASE_MS,
+        Some(ms) if ms <= 60_000 => ms,
+        Some(ms) => {
+            cx.err(format!("{key}.gate_release_ms"), format!("{ms} is outside 0..=60000"));
+            super::GATE_RELEASE_MS
+        }
+    };
     (cx.errors.len() == before && !quiet_failure).then(|| RouteSpec {
         source: r.source,
         to,
+        via,
         voice: r.voice,
         prompt: r.prompt,
         sinks,
         on_plugin_failure: policy,
+        floor: r.floor,
+        gate_while: r.gate_while,
+        gate_release_ms,
         key: key.to_string(),
     })
+}
+
+/// Checks the relay routes: each pivot (source → `via`) is routed by some route, and following
+/// pivots never comes back to where it started.
+fn relays(cx: &mut Ctx, config: &Config, routed: &BTreeMap<(String, String), String>) {
+    let via_of = |source: &str, lang: &str| {
+        config.routes.iter().find(|r| r.source == source && r.to.iter().any(|t| t == lang)).and_then(|r| r.via.clone())
+    };
+    for r in &config.routes {
+        let Some(via) = &r.via else { continue };
+        if !routed.contains_key(&(r.source.clone(), via.clone())) {
+            cx.err(
+                format!("{}.via", r.key),
+                format!("no route translates source \"{}\" into \"{via}\" (add \"{via}\" to a route's `to`)", r.source),
+            );
+            continue;
+        }
+        // Follow the pivots: source → via → its via …; a language seen twice is a cycle.
+        let mut chain = vec![r.to.first().cloned().unwrap_or_default(), via.clone()];
+        let mut at = via.clone();
+        while let Some(next) = via_of(&r.source, &at) {
+            let cycle = chain.contains(&next) || r.to.contains(&next);
+            chain.push(next.clone());
+            if cycle {
+                cx.err(
+                    format!("{}.via", r.key),
+                    format!("relay cycle: {} (source \"{}\")", chain.join(" via "), r.source),
+                );
+                break;
+            }
+            at = next;
+        }
+    }
 }
 
 /// What [`check_plugins`] found: errors (exit 2) and warnings, plus the instances it made.

@@ -122,6 +122,8 @@ pub struct RouteStats {
     pub frames_out: AtomicU64,
     /// Input frames lost (route input full, or a reconnect longer than the replay buffer).
     pub gap_frames: AtomicU64,
+    /// Input frames replaced by silence while the route's echo gate was closed (`gate_while`).
+    pub gated_frames: AtomicU64,
     /// Input frames sent to a session (each counted once, replays not counted again).
     pub frames_sent: AtomicU64,
     /// Input frames replayed after a reconnect.
@@ -165,6 +167,7 @@ impl RouteStats {
             frames_in: AtomicU64::new(0),
             frames_out: AtomicU64::new(0),
             gap_frames: AtomicU64::new(0),
+            gated_frames: AtomicU64::new(0),
             frames_sent: AtomicU64::new(0),
             frames_replayed: AtomicU64::new(0),
             sessions: AtomicU64::new(0),
@@ -228,6 +231,7 @@ impl RouteStats {
             "audio_out_s": self.frames_out.load(Relaxed) as f64 / RATE,
             "lag_s": self.lag_ms.load(Relaxed) as f64 / 1e3,
             "input_gap_s": self.gap_frames.load(Relaxed) as f64 / RATE,
+            "input_gated_s": self.gated_frames.load(Relaxed) as f64 / RATE,
             "input_sent_frames": self.frames_sent.load(Relaxed),
             "input_replayed_frames": self.frames_replayed.load(Relaxed),
             "sessions": self.sessions.load(Relaxed),
@@ -369,6 +373,12 @@ impl RunStats {
             "Input audio lost before a session.",
             "counter",
             per_route(&|r| r.gap_frames.load(Relaxed) as f64 / RATE),
+        );
+        metric(
+            "tolk_route_input_gated_seconds",
+            "Input audio replaced by silence while the route's echo gate was closed.",
+            "counter",
+            per_route(&|r| r.gated_frames.load(Relaxed) as f64 / RATE),
         );
         metric(
             "tolk_route_lag_seconds",

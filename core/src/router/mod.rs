@@ -27,6 +27,7 @@
 //! - `source`, `sink`, `prompt`: the threads that own plugin instances.
 
 pub mod cost;
+pub mod gate;
 pub mod lane;
 pub mod metrics;
 pub mod plan;
@@ -141,6 +142,11 @@ pub(crate) struct Shared {
     pub sink_stats: Vec<Arc<SinkStats>>,
     /// Set when the budget is used up: no new responses.
     pub over_budget: AtomicBool,
+    /// Echo gates and the playout clocks they watch.
+    pub gates: gate::Gates,
+    /// Per route: the inputs of the relay routes fed by its translated output, taken by the
+    /// route's task (dropping them ends the relays' input).
+    pub relay_inputs: Vec<std::sync::Mutex<Vec<tokio::sync::mpsc::Sender<RouteIn>>>>,
 }
 
 impl Shared {
@@ -168,6 +174,27 @@ impl Shared {
                 language: Arc::clone(&self.route_language[r]),
                 chunk: chunk.clone(),
                 queued: Instant::now(),
+                floor: false,
+            };
+            self.sink_lanes[s].push(item, wait);
+        }
+    }
+
+    /// Sends the floor (the source's own audio) of translated route `r` to its sinks, as floor
+    /// blocks for the sinks that mix it under the translation.
+    pub fn deliver_floor(&self, r: usize, chunk: &Chunk) {
+        if self.is_stopped(r) {
+            return;
+        }
+        let wait = self.wait();
+        let language: Arc<str> = Arc::from(self.plan.input_language(&self.config, r));
+        for &s in &self.plan.routes[r].sinks {
+            let item = SinkItem::Audio {
+                route: r,
+                language: Arc::clone(&language),
+                chunk: chunk.clone(),
+                queued: Instant::now(),
+                floor: true,
             };
             self.sink_lanes[s].push(item, wait);
         }
@@ -288,8 +315,30 @@ pub fn run(
         return Err(errors);
     }
 
-    let route_stats: Vec<Arc<RouteStats>> =
-        plan.routes.iter().map(|r| Arc::new(RouteStats::new(&config.sources[r.source].id, &r.language))).collect();
+    let route_stats: Vec<Arc<RouteStats>> = plan
+        .routes
+        .iter()
+        .map(|r| {
+            let source = &config.sources[r.source].id;
+            // A relay is named by its path: `stage→es→sw`.
+            let from = match r.via {
+                Some(p) => format!("{source}→{}", plan.routes[p].language),
+                None => source.clone(),
+            };
+            Arc::new(RouteStats::new(&from, &r.language))
+        })
+        .collect();
+    // Relay inputs exist before any route task starts, so that every pivot finds its relays.
+    let mut relay_rx: Vec<Option<tokio::sync::mpsc::Receiver<RouteIn>>> = plan.routes.iter().map(|_| None).collect();
+    let relay_inputs: Vec<std::sync::Mutex<Vec<tokio::sync::mpsc::Sender<RouteIn>>>> =
+        plan.routes.iter().map(|_| std::sync::Mutex::new(vec![])).collect();
+    for (r, rp) in plan.routes.iter().enumerate() {
+        if let Some(p) = rp.via {
+            let (tx, rx) = tokio::sync::mpsc::channel(3000);
+            relay_rx[r] = Some(rx);
+            relay_inputs[p].lock().unwrap_or_else(|e| e.into_inner()).push(tx);
+        }
+    }
     let sink_stats: Vec<Arc<SinkStats>> = plan.sinks.iter().map(|s| Arc::new(SinkStats::new(&s.id))).collect();
     let sink_lanes: Vec<Arc<SinkLane>> = plan.sinks.iter().map(|_| Arc::new(SinkLane::new(cap))).collect();
     let source_frames: Vec<Arc<AtomicU64>> = config.sources.iter().map(|_| Arc::new(AtomicU64::new(0))).collect();
@@ -319,6 +368,8 @@ pub fn run(
         sink_lanes,
         sink_stats,
         over_budget: AtomicBool::new(false),
+        gates: gate::Gates::new(&config, &plan),
+        relay_inputs,
     });
 
     // Sinks first, so that nothing produced is lost; sources last.
@@ -336,9 +387,15 @@ pub fn run(
             shared.route_stats[r].set_state(RouteState::Running);
         } else if let Some(engine) = &engine {
             // Room for a minute of 20 ms chunks: the task reads continuously, so this only
-            // fills if the runtime is starved.
-            let (tx, rx) = tokio::sync::mpsc::channel(3000);
-            consumers[rp.source].push(source::Consumer::Session(r, tx));
+            // fills if the runtime is starved. A relay reads its pivot's output instead.
+            let rx = match relay_rx[r].take() {
+                Some(rx) => rx,
+                None => {
+                    let (tx, rx) = tokio::sync::mpsc::channel(3000);
+                    consumers[rp.source].push(source::Consumer::Session(r, tx));
+                    rx
+                }
+            };
             let prompt = rp.prompt.map(|p| prompt_lanes[p].clone());
             rt.spawn(session::run_route(Arc::clone(&shared), r, engine.clone(), prompt, rx));
         } else {

@@ -20,6 +20,10 @@ pub struct RoutePlan {
     pub sinks: Vec<usize>,
     /// What happens when one of its plugins fails.
     pub policy: FailurePolicy,
+    /// Relay: the route whose translated output is this route's input (instead of the source).
+    pub via: Option<usize>,
+    /// Index into `Config::routes`: the `[[route]]` it was expanded from.
+    pub spec: usize,
 }
 
 impl RoutePlan {
@@ -59,7 +63,8 @@ impl Plan {
     /// Builds the graph of a valid config.
     pub fn new(config: &Config) -> Plan {
         let mut plan = Plan { source_routes: vec![vec![]; config.sources.len()], ..Plan::default() };
-        for r in &config.routes {
+        let mut links: Vec<(usize, String)> = vec![];
+        for (spec, r) in config.routes.iter().enumerate() {
             let Some(source) = config.sources.iter().position(|s| s.id == r.source) else { continue };
             for lang in &r.to {
                 let idx = plan.routes.len();
@@ -92,11 +97,34 @@ impl Plan {
                     prompt: r.prompt.as_ref().and_then(|p| config.prompts.iter().position(|x| &x.id == p)),
                     sinks,
                     policy: r.on_plugin_failure,
+                    via: None,
+                    spec,
                 });
-                plan.source_routes[source].push(idx);
+                match &r.via {
+                    Some(v) => links.push((idx, v.clone())),
+                    None => plan.source_routes[source].push(idx),
+                }
             }
         }
+        // Relays are linked once every route exists (a pivot may come later in the file).
+        for (idx, via) in links {
+            let source = plan.routes[idx].source;
+            plan.routes[idx].via = plan.routes.iter().position(|p| p.source == source && p.language == via);
+        }
         plan
+    }
+
+    /// The routes that take route `r`'s translated output as their input.
+    pub fn relays_of(&self, r: usize) -> Vec<usize> {
+        (0..self.routes.len()).filter(|&i| self.routes[i].via == Some(r)).collect()
+    }
+
+    /// The language route `r`'s input is in: the pivot's target for a relay, else the source's.
+    pub fn input_language<'a>(&'a self, config: &'a Config, r: usize) -> &'a str {
+        match self.routes[r].via {
+            Some(p) => &self.routes[p].language,
+            None => &config.sources[self.routes[r].source].language,
+        }
     }
 
     /// The policy for a source: that of its routes, combined.
@@ -160,6 +188,33 @@ jsonl = "out/all.jsonl"
         assert_eq!(plan.sinks[1].routes, [0, 1, 2]);
         assert_eq!(plan.source_routes, [vec![0, 1, 2]]);
         assert_eq!(plan.source_policy(0), FailurePolicy::Restart);
+    }
+
+    #[test]
+    fn relays_read_their_pivot_wherever_it_is() {
+        let text = r#"
+[[source]]
+id = "stage"
+plugin = "tolk.wav"
+language = "en"
+[[route]]
+source = "stage"
+via = "es"
+to = ["sw", "ca"]
+[[route]]
+source = "stage"
+to = ["floor", "es"]
+"#;
+        let (config, errors) = crate::config::parse_str(text, "t.toml", Path::new("."));
+        assert!(errors.is_empty(), "{errors:?}");
+        let plan = Plan::new(&config);
+        let vias: Vec<Option<usize>> = plan.routes.iter().map(|r| r.via).collect();
+        assert_eq!(vias, [Some(3), Some(3), None, None]);
+        assert_eq!(plan.relays_of(3), [0, 1]);
+        // Only the pivot and the floor take the source's audio.
+        assert_eq!(plan.source_routes, [vec![2, 3]]);
+        assert_eq!(plan.input_language(&config, 0), "es");
+        assert_eq!(plan.input_language(&config, 3), "en");
     }
 
     #[test]

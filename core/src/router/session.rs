@@ -48,6 +48,8 @@ use crate::{
     shutdown::Level,
 };
 
+mod floor;
+
 /// Frames per ms of internal audio.
 const PER_MS: u64 = RATE as u64 / 1000;
 /// Window searched for the quietest cut point before `max_segment_ms`.
@@ -75,6 +77,7 @@ pub(crate) async fn run_route(
     let mut task = RouteTask::new(Arc::clone(&shared), r, engine, prompt, stats);
     let result = task.run(rx).await;
     task.finish_slots();
+    task.release_floor(u64::MAX);
     if let Err(message) = result {
         let _ = shared.control.send(Control::RouteFailed { route: r, message });
     }
@@ -236,9 +239,15 @@ struct RouteTask {
     vad_at: u64,
     /// Utterances by the client-side detector: (start, end once known), route offsets.
     spans: VecDeque<(u64, Option<u64>)>,
+    /// The floor held or passed on with `floor = true` (see [`floor`]).
+    floor: Option<floor::Floor>,
     /// Route offset of the latest segment cut.
     last_cut: u64,
     silence_ms: u64,
+    /// Inputs of the relay routes fed by this route's output (see [`Self::relay`]).
+    relays: Vec<mpsc::Sender<RouteIn>>,
+    /// Route offset up to which the relays have been fed.
+    relay_fed: u64,
 }
 
 impl RouteTask {
@@ -250,7 +259,9 @@ impl RouteTask {
         stats: Arc<RouteStats>,
     ) -> RouteTask {
         let plan = &shared.plan.routes[r];
-        let source_language = shared.config.sources[plan.source].language.clone();
+        let floor_state = RouteTask::wants_floor(&shared, r);
+        let source_language = shared.plan.input_language(&shared.config, r).to_string();
+        let relays = std::mem::take(&mut *shared.relay_inputs[r].lock().unwrap_or_else(|e| e.into_inner()));
         let vad_params = match &engine.engine.turn_detection {
             TurnDetection::ServerVad { threshold, prefix_padding_ms, silence_duration_ms, .. } => VadParams {
                 threshold: *threshold,
@@ -302,13 +313,21 @@ impl RouteTask {
             vad_params,
             vad_at: 0,
             spans: VecDeque::new(),
+            floor: floor_state,
             last_cut: 0,
             silence_ms,
+            relays,
+            relay_fed: 0,
         }
     }
 
     fn settings(&self) -> &crate::config::run::RunSettings {
         &self.shared.config.run
+    }
+
+    /// The session speaks the Translation API (continuous, no turns, no commits).
+    fn translation(&self) -> bool {
+        self.maker.engine.engine.protocol == crate::config::Protocol::Translation
     }
 
     /// Opens a session (with back-off between failed attempts), replaying pending input.
@@ -385,6 +404,7 @@ impl RouteTask {
         if self.over_budget {
             return;
         }
+        let translation = self.translation();
         let written = self.live.as_ref().map(|l| l.base + l.written).unwrap_or(0);
         // Never past the point where a long utterance is held for its cut.
         let limit = self.hold_limit(written).map_or(u64::MAX, |(hold_from, _)| hold_from);
@@ -429,13 +449,20 @@ impl RouteTask {
         // The final commit goes after the last sample, never ahead of it.
         if live.final_wanted && at >= self.received {
             live.final_wanted = false;
-            live.client_commits.push_back(None);
-            live.send(Input::Commit);
+            if translation {
+                // No turns to commit: closing makes the service flush what it still holds,
+                // and its `session.closed` ends the session normally.
+                live.send(Input::Close);
+            } else {
+                live.client_commits.push_back(None);
+                live.send(Input::Commit);
+            }
         }
     }
 
     /// Takes a chunk from the source.
     fn on_input(&mut self, chunk: Chunk) {
+        let chunk = self.gate_and_floor(chunk);
         if self.over_budget {
             return;
         }
@@ -507,6 +534,10 @@ impl RouteTask {
     /// The hold point and cut deadline of the first utterance, from the written position on,
     /// that runs longer than `max_segment_ms` (counted from its start or the last cut).
     fn hold_limit(&self, written: u64) -> Option<(u64, u64)> {
+        if self.translation() {
+            // The Translation API segments continuously itself: there is nothing to cut.
+            return None;
+        }
         let max = self.settings().max_segment_ms * PER_MS;
         let window = CUT_WINDOW_MS * PER_MS;
         for &(start, end) in &self.spans {
@@ -1108,6 +1139,7 @@ impl RouteTask {
                     born: Instant::now(),
                 };
                 self.cursor = start;
+                self.release_floor(silence.offset);
                 self.deliver(&silence);
                 // Silence is not interpretation: "audio out" counts speech only.
                 self.stats.frames_out.fetch_sub(silence.samples.len() as u64, Relaxed);
@@ -1128,7 +1160,9 @@ impl RouteTask {
                 let speech_end = head.speech_end;
                 let chunk = Chunk { offset, samples: Arc::from(samples), born: Instant::now() };
                 self.cursor = self.cursor.max(offset + chunk.samples.len() as u64);
+                self.release_floor(chunk.offset);
                 self.deliver(&chunk);
+                self.shared.gates.played(self.r, &self.shared.plan.routes[self.r].sinks, chunk.samples.len());
                 if first && let Some(t) = speech_end {
                     self.stats.record_ear_voice(t.elapsed());
                 }
@@ -1149,12 +1183,45 @@ impl RouteTask {
         }
     }
 
-    fn deliver(&self, chunk: &Chunk) {
+    fn deliver(&mut self, chunk: &Chunk) {
         if self.lossless {
             let (shared, r) = (&self.shared, self.r);
             tokio::task::block_in_place(|| shared.deliver_audio(r, chunk));
         } else {
             self.shared.deliver_audio(self.r, chunk);
+        }
+        if !self.relays.is_empty() && !self.shared.is_stopped(self.r) {
+            self.relay(chunk);
+        }
+    }
+
+    /// Feeds the output to the relay routes as their input, on this route's clock: the
+    /// silence between translations (which live sinks never get) is filled in, so a relay's
+    /// speech detector hears the pauses and its input has no gaps. Offline the relays are
+    /// waited for; live, a relay that is a minute behind loses input (counted as its gap).
+    fn relay(&mut self, chunk: &Chunk) {
+        const FILL: u64 = RATE as u64;
+        let send = |c: Chunk, relays: &mut Vec<mpsc::Sender<RouteIn>>, lossless: bool| {
+            relays.retain(|tx| {
+                let item = RouteIn::Audio(c.clone());
+                if lossless {
+                    tokio::task::block_in_place(|| tx.blocking_send(item)).is_ok()
+                } else {
+                    !matches!(tx.try_send(item), Err(mpsc::error::TrySendError::Closed(_)))
+                }
+            });
+        };
+        while self.relay_fed < chunk.offset {
+            let n = (chunk.offset - self.relay_fed).min(FILL);
+            let silence =
+                Chunk { offset: self.relay_fed, samples: Arc::from(vec![0i16; n as usize]), born: chunk.born };
+            send(silence, &mut self.relays, self.lossless);
+            self.relay_fed += n;
+        }
+        let end = chunk.offset + chunk.samples.len() as u64;
+        if end > self.relay_fed {
+            send(chunk.clone(), &mut self.relays, self.lossless);
+            self.relay_fed = end;
         }
     }
 

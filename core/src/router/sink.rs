@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tolk_plugin_api::{AudioBlock, AudioFormat, PluginError, PluginKind, Samples, TextEvent};
+use tolk_plugin_api::{AudioBlock, AudioFormat, AudioRole, PluginError, PluginKind, Samples, TextEvent};
 
 use super::{Control, MAX_RESTARTS, RATE, Shared, sink_lane::SinkItem, what};
 use crate::{audio::Converter, config::FailurePolicy, plugin_host::SinkInstance, shutdown::Level};
@@ -57,7 +57,8 @@ struct SinkThread {
     /// Routes that have not ended yet.
     pending: Vec<usize>,
     format: Option<AudioFormat>,
-    streams: HashMap<usize, Stream>,
+    /// Per (route, floor): the translation and the floor of a route are separate streams.
+    streams: HashMap<(usize, bool), Stream>,
     restarts: u32,
 }
 
@@ -170,12 +171,12 @@ impl SinkThread {
     /// Delivers one item; returns whether audio or text was written.
     fn handle(&mut self, instance: &mut SinkInstance, item: SinkItem) -> Result<bool, PluginError> {
         match item {
-            SinkItem::Audio { route, language, chunk, queued: _ } => {
+            SinkItem::Audio { route, language, chunk, queued: _, floor } => {
                 let Some(format) = self.format else { return Ok(false) };
                 if !self.pending.contains(&route) {
                     return Ok(false);
                 }
-                let st = self.streams.entry(route).or_insert_with(|| Stream {
+                let st = self.streams.entry((route, floor)).or_insert_with(|| Stream {
                     converter: (format != AudioFormat::SESSION)
                         .then(|| Converter::new(AudioFormat::SESSION, format).ok())
                         .flatten(),
@@ -193,10 +194,18 @@ impl SinkThread {
                     Some(c) => (c.process(Samples::I16(&chunk.samples)), st.out_pos),
                 };
                 let frames = samples.len() / usize::from(format.channels.max(1));
-                let block = AudioBlock::new(format, samples, offset, &language);
+                let block = if floor {
+                    AudioBlock::floor(format, samples, offset, &language)
+                } else {
+                    AudioBlock::new(format, samples, offset, &language)
+                };
                 instance.on_audio(block)?;
                 if st.converter.is_some() {
                     st.out_pos += frames as u64;
+                }
+                if floor {
+                    // The floor is not the route's output: no latency or frame counts.
+                    return Ok(true);
                 }
                 self.shared.route_stats[route].record_system(chunk.born.elapsed());
                 self.shared.sink_stats[self.idx].frames.fetch_add(chunk.samples.len() as u64, Relaxed);
@@ -221,13 +230,20 @@ impl SinkThread {
             }
             SinkItem::End { route } => {
                 self.pending.retain(|&r| r != route);
-                if let (Some(format), Some(st)) = (self.format, self.streams.get_mut(&route))
-                    && let Some(c) = &mut st.converter
-                {
-                    let tail = c.finish();
-                    if !tail.is_empty() {
-                        let block = AudioBlock::new(format, tail, st.out_pos, &self.shared.route_language[route]);
-                        instance.on_audio(block)?;
+                for floor in [false, true] {
+                    if let (Some(format), Some(st)) = (self.format, self.streams.get_mut(&(route, floor)))
+                        && let Some(c) = &mut st.converter
+                    {
+                        let tail = c.finish();
+                        if !tail.is_empty() {
+                            let language = if floor {
+                                self.shared.plan.input_language(&self.shared.config, route)
+                            } else {
+                                &self.shared.route_language[route]
+                            };
+                            let role = if floor { AudioRole::Floor } else { AudioRole::Translation };
+                            instance.on_audio(AudioBlock::new(format, tail, st.out_pos, language).with_role(role))?;
+                        }
                     }
                 }
                 Ok(false)

@@ -56,6 +56,9 @@ pub enum SinkItem {
         chunk: Chunk,
         /// When the chunk was queued (system-added latency).
         queued: Instant,
+        /// The original speech under a translation (sent to the plugin as a floor block),
+        /// rather than the route's own audio.
+        floor: bool,
     },
     /// A caption or transcript update from route `route`.
     Text {
@@ -252,6 +255,7 @@ mod tests {
             language: "en".into(),
             chunk: Chunk { offset, samples: Arc::from(vec![0i16; n]), born: Instant::now() },
             queued: Instant::now(),
+            floor: false,
         }
     }
 
