@@ -292,27 +292,11 @@ fn list(args: &ListArgs, verbose: u8) -> u8 {
 
 fn check(path: &Path, verbose: u8) -> u8 {
     let (config, mut errors) = config::parse(path);
-    let mut search = SearchPath::new(&config.plugin_dirs);
-    search.dirs.retain(|(d, _)| d.is_dir());
-    let reg = Registry::discover(&search);
+    let reg = crate::run::discover(&config);
     let plugins = config::check_plugins(&config, &reg);
     errors.extend(plugins.errors);
-    for w in config.warnings.iter().chain(&plugins.warnings) {
-        eprintln!("warning: {w}");
-    }
-    if !errors.is_empty() {
-        for e in &errors {
-            eprintln!("error: {e}");
-        }
-        if verbose > 0 {
-            for e in &reg.errors {
-                if let Some(d) = e.detail() {
-                    eprintln!("{d}");
-                }
-            }
-        }
-        let n = errors.len();
-        eprintln!("{}: {n} error{}", config.file, if n == 1 { "" } else { "s" });
+    crate::run::print_warnings(&config, &plugins.warnings);
+    if crate::run::print_errors(&config, &errors, &reg, verbose) {
         return EXIT_USAGE;
     }
     let routes: usize = config.routes.iter().map(|r| r.to.len()).sum();

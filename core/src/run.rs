@@ -41,32 +41,52 @@ pub struct RunArgs {
 /// Loads `path` and its plugins; prints problems; `Err(exit status)` when it cannot run.
 pub fn load(path: &Path, verbose: u8) -> Result<(Config, Registry), u8> {
     let (config, mut errors) = config::parse(path);
-    let mut search = SearchPath::new(&config.plugin_dirs);
-    search.dirs.retain(|(d, _)| d.is_dir());
-    let reg = Registry::discover(&search);
+    let reg = discover(&config);
     if errors.is_empty() {
         let plugins = config::check_plugins(&config, &reg);
         errors.extend(plugins.errors);
-        for w in config.warnings.iter().chain(&plugins.warnings) {
-            eprintln!("warning: {w}");
-        }
+        print_warnings(&config, &plugins.warnings);
     }
-    if !errors.is_empty() {
-        for e in &errors {
-            eprintln!("error: {e}");
-        }
-        if verbose > 0 {
-            for e in &reg.errors {
-                if let Some(d) = e.detail() {
-                    eprintln!("{d}");
-                }
-            }
-        }
-        let n = errors.len();
-        eprintln!("{}: {n} error{}", config.file, if n == 1 { "" } else { "s" });
+    if print_errors(&config, &errors, &reg, verbose) {
         return Err(EXIT_USAGE);
     }
     Ok((config, reg))
+}
+
+/// The plugins found in `config`'s plugin directories that exist (what `tolk check` and `tolk
+/// run` load).
+pub(crate) fn discover(config: &Config) -> Registry {
+    let mut search = SearchPath::new(&config.plugin_dirs);
+    search.dirs.retain(|(d, _)| d.is_dir());
+    Registry::discover(&search)
+}
+
+/// Prints the configuration's warnings and then `more`.
+pub(crate) fn print_warnings(config: &Config, more: &[String]) {
+    for w in config.warnings.iter().chain(more) {
+        eprintln!("warning: {w}");
+    }
+}
+
+/// Prints `errors` (with the plugin-load details when `verbose`) and their count; true when
+/// there were any.
+pub(crate) fn print_errors(config: &Config, errors: &[config::ConfigError], reg: &Registry, verbose: u8) -> bool {
+    if errors.is_empty() {
+        return false;
+    }
+    for e in errors {
+        eprintln!("error: {e}");
+    }
+    if verbose > 0 {
+        for e in &reg.errors {
+            if let Some(d) = e.detail() {
+                eprintln!("{d}");
+            }
+        }
+    }
+    let n = errors.len();
+    eprintln!("{}: {n} error{}", config.file, if n == 1 { "" } else { "s" });
+    true
 }
 
 /// `tolk run`.

@@ -9,15 +9,14 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::Stdio,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use tolk_core::serve::{
     ServeOptions, Server, ServerHandle,
     engine::{goertzel, marker_hz, marker_samples},
 };
-use tolk_tests::{Run, read_wav_i16, tolk, write_wav_i16};
+use tolk_tests::{Run, read_wav_i16, run_in, runs, signal, status, tolk, write, write_wav_i16};
 
 /// A finished `tolk run`, with the peak resident memory seen while it ran.
 struct Finished {
@@ -28,42 +27,14 @@ struct Finished {
 
 /// Runs `tolk run CONFIG --json-status status.json` with `env`, killing it after `limit`.
 fn run_tolk(config: &Path, env: &[(&str, &str)], limit: Duration) -> Finished {
-    let dir = config.parent().unwrap();
-    let (out, err) = (dir.join("stdout.txt"), dir.join("stderr.txt"));
-    let mut child = tolk()
-        .args(["run", "--no-status", "--json-status", "status.json"])
-        .arg(config)
-        .envs(env.iter().copied())
-        .current_dir(dir)
-        .stdout(Stdio::from(std::fs::File::create(&out).unwrap()))
-        .stderr(Stdio::from(std::fs::File::create(&err).unwrap()))
-        .spawn()
-        .expect("spawn tolk");
-    let started = Instant::now();
+    let mut cmd = tolk();
+    cmd.args(["run", "--no-status", "--json-status", "status.json"]).arg(config).envs(env.iter().copied());
     let mut peak_kb = 0;
-    let status = loop {
-        if let Some(kb) = peak_memory_kb(child.id()) {
+    let run = run_in(cmd, config.parent().unwrap(), limit, |pid| {
+        if let Some(kb) = peak_memory_kb(pid) {
             peak_kb = peak_kb.max(kb);
         }
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "tolk run did not finish within {limit:?}\nstdout:\n{}\nstderr:\n{}",
-                std::fs::read_to_string(&out).unwrap_or_default(),
-                std::fs::read_to_string(&err).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let run = Run {
-        code: status.code().unwrap_or(-1),
-        stdout: std::fs::read_to_string(&out).unwrap_or_default(),
-        stderr: std::fs::read_to_string(&err).unwrap_or_default(),
-    };
+    });
     Finished { run, peak_kb }
 }
 
@@ -79,66 +50,19 @@ fn peak_memory_kb(pid: u32) -> Option<u64> {
     field("VmHWM:").or_else(|| field("VmRSS:"))
 }
 
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-fn status(dir: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("status.json")).expect("status.json")).unwrap()
-}
-
-/// A deterministic, never-silent signal (no zero sample), full of detail.
-fn signal(n: usize, seed: u32) -> Vec<i16> {
-    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-    (0..n)
-        .map(|_| {
-            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            let v = ((x >> 16) as i32 % 6000) as i16;
-            if v == 0 { 1 } else { v }
-        })
-        .collect()
-}
-
 /// `count` utterances of `speech_ms` separated by `pause_ms` of silence, after 300 ms of
 /// silence; writes `in.wav` into `dir` and returns the utterances.
 fn speech(dir: &Path, count: usize, speech_ms: usize, pause_ms: usize) -> Vec<Vec<i16>> {
     let mut all = vec![0i16; 300 * 24];
     let mut utts = vec![];
     for i in 0..count {
-        let u = signal(speech_ms * 24, i as u32 + 11);
+        let u = signal(speech_ms * 24, i as u32 + 11, 6_000);
         all.extend_from_slice(&u);
         all.extend(std::iter::repeat_n(0, pause_ms * 24));
         utts.push(u);
     }
     write_wav_i16(&dir.join("in.wav"), 24_000, 1, &all);
     utts
-}
-
-/// Splits a recording into its non-silent runs (separated by at least 10 ms of zeros).
-fn runs(samples: &[i16]) -> Vec<&[i16]> {
-    let mut out = vec![];
-    let mut i = 0;
-    while i < samples.len() {
-        while i < samples.len() && samples[i] == 0 {
-            i += 1;
-        }
-        let (start, mut end, mut zeros) = (i, i, 0);
-        while i < samples.len() && zeros < 240 {
-            if samples[i] == 0 {
-                zeros += 1;
-            } else {
-                zeros = 0;
-                end = i + 1;
-            }
-            i += 1;
-        }
-        if end > start {
-            out.push(&samples[start..end]);
-        }
-    }
-    out
 }
 
 /// True when `run` is a marker tone of `lang`.
@@ -151,7 +75,7 @@ fn is_marker(run: &[i16], lang: &str) -> bool {
 fn groups(path: &Path, chain: &[&str], utts: &[Vec<i16>]) -> Vec<usize> {
     let (spec, samples) = read_wav_i16(path);
     assert_eq!((spec.sample_rate, spec.channels), (24_000, 1), "{}", path.display());
-    let rs = runs(&samples);
+    let rs = runs(&samples, 240);
     let lengths: Vec<usize> = rs.iter().map(|r| r.len()).collect();
     let path = &format!("{} (runs of {lengths:?} samples)", path.display());
     let path = Path::new(path);

@@ -5,90 +5,10 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::Stdio,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use tolk_tests::{Run, read_wav_i16, tolk, write_wav_i16};
-
-/// Runs `tolk run --no-status CONFIG ARGS…` in the config's directory, killing it after `limit`.
-fn run_tolk(config: &Path, args: &[&str], limit: Duration) -> Run {
-    let dir = config.parent().unwrap();
-    let (out, err) = (dir.join("stdout.txt"), dir.join("stderr.txt"));
-    let mut child = tolk()
-        .args(["run", "--no-status"])
-        .arg(config)
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::from(std::fs::File::create(&out).unwrap()))
-        .stderr(Stdio::from(std::fs::File::create(&err).unwrap()))
-        .spawn()
-        .expect("spawn tolk");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("tolk run did not finish within {limit:?}\n{}", std::fs::read_to_string(&err).unwrap_or_default());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Run {
-        code: status.code().unwrap_or(-1),
-        stdout: std::fs::read_to_string(&out).unwrap_or_default(),
-        stderr: std::fs::read_to_string(&err).unwrap_or_default(),
-    }
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-fn status(dir: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("status.json")).expect("status.json")).unwrap()
-}
-
-/// A deterministic, never-silent speech stand-in of `n` samples, amplitude up to `amp`.
-fn signal(n: usize, seed: u32, amp: i32) -> Vec<i16> {
-    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-    (0..n)
-        .map(|_| {
-            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            let v = ((x >> 16) as i32 % amp) as i16;
-            if v == 0 { 1 } else { v }
-        })
-        .collect()
-}
-
-/// The non-silent runs of `samples` as (start, end) (gaps of at least 10 ms of zeros split).
-fn active(samples: &[i16]) -> Vec<(usize, usize)> {
-    let mut out = vec![];
-    let mut i = 0;
-    while i < samples.len() {
-        while i < samples.len() && samples[i] == 0 {
-            i += 1;
-        }
-        let (start, mut end, mut zeros) = (i, i, 0);
-        while i < samples.len() && zeros < 240 {
-            if samples[i] == 0 {
-                zeros += 1;
-            } else {
-                zeros = 0;
-                end = i + 1;
-            }
-            i += 1;
-        }
-        if end > start {
-            out.push((start, end));
-        }
-    }
-    out
-}
+use tolk_tests::{active, read_wav_i16, run_tolk, signal, status, write, write_wav_i16};
 
 fn floor_config(dir: &Path, floor: bool) -> PathBuf {
     let sink = if floor {
@@ -148,7 +68,7 @@ fn the_floor_is_ducked_under_the_translation_and_restored_in_pauses() {
     assert!(mixed.len() >= input.len(), "the mix is shorter than the floor: {} < {}", mixed.len(), input.len());
     // Each translation is a marker then the utterance (which carries the room tone, so the
     // two touch): one sounding span per utterance.
-    let translations = active(&plain);
+    let translations = active(&plain, 240);
     assert_eq!(translations.len(), 2, "expected two translations: {translations:?}");
     assert!(translations[0].0 >= 24 * 1_300, "the first translation starts before its speech ended: {translations:?}");
 
@@ -227,7 +147,7 @@ fn a_gated_microphone_is_silenced_while_the_other_side_plays() {
     // response), lacks the gated audio: what is not silent in it is at most what B said
     // minus the gated time.
     let (_, en) = read_wav_i16(&dir.path().join("out/en.wav"));
-    let heard = active(&en).iter().map(|(s, e)| e - s).sum::<usize>() as f64 / 24e3;
+    let heard = active(&en, 240).iter().map(|(s, e)| e - s).sum::<usize>() as f64 / 24e3;
     let markers = rb["responses"].as_f64().unwrap() * 0.2;
     assert!(heard > 1.0, "nothing of table B was interpreted");
     assert!(heard <= 9.0 - gated + markers + 0.05, "B's interpretation has {heard} s of sound; gated {gated} s: {rb}");

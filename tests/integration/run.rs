@@ -17,65 +17,7 @@ use tolk_core::serve::{
     engine::{goertzel, marker_hz, marker_samples},
     faults::Faults,
 };
-use tolk_tests::{Run, fixtures, read_wav_i16, tolk, write_wav_i16};
-
-/// Runs `tolk run CONFIG ARGS…`, killing it after `limit`.
-fn run_tolk(config: &Path, args: &[&str], limit: Duration) -> Run {
-    let dir = config.parent().unwrap();
-    let (out, err) = (dir.join("stdout.txt"), dir.join("stderr.txt"));
-    let mut child = tolk()
-        .args(["run", "--no-status"])
-        .arg(config)
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::from(std::fs::File::create(&out).unwrap()))
-        .stderr(Stdio::from(std::fs::File::create(&err).unwrap()))
-        .spawn()
-        .expect("spawn tolk");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "tolk run did not finish within {limit:?}\nstdout:\n{}\nstderr:\n{}",
-                std::fs::read_to_string(&out).unwrap_or_default(),
-                std::fs::read_to_string(&err).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Run {
-        code: status.code().unwrap_or(-1),
-        stdout: std::fs::read_to_string(&out).unwrap_or_default(),
-        stderr: std::fs::read_to_string(&err).unwrap_or_default(),
-    }
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-fn status(dir: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("status.json")).expect("status.json")).unwrap()
-}
-
-/// A deterministic, never-silent signal (no run of zeros), full of detail.
-fn signal(n: usize, seed: u32) -> Vec<i16> {
-    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-    (0..n)
-        .map(|_| {
-            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            let v = ((x >> 16) as i32 % 6000) as i16;
-            if v == 0 { 1 } else { v }
-        })
-        .collect()
-}
+use tolk_tests::{fixtures, read_wav_i16, run_tolk, runs, signal, status, tolk, write, write_wav_i16};
 
 /// `count` utterances of `speech_ms` (distinct signals) separated by `pause_ms` of silence,
 /// after 300 ms of silence; returns (all samples, the utterances).
@@ -83,7 +25,7 @@ fn speech(count: usize, speech_ms: usize, pause_ms: usize) -> (Vec<i16>, Vec<Vec
     let mut all = vec![0i16; 300 * 24];
     let mut utts = vec![];
     for i in 0..count {
-        let u = signal(speech_ms * 24, i as u32 + 7);
+        let u = signal(speech_ms * 24, i as u32 + 7, 6_000);
         all.extend_from_slice(&u);
         all.extend(std::iter::repeat_n(0, pause_ms * 24));
         utts.push(u);
@@ -91,39 +33,12 @@ fn speech(count: usize, speech_ms: usize, pause_ms: usize) -> (Vec<i16>, Vec<Vec
     (all, utts)
 }
 
-/// Splits a recording into its non-silent runs (gaps of at least 10 ms of digital silence).
-fn runs(samples: &[i16]) -> Vec<&[i16]> {
-    let mut out = vec![];
-    let mut i = 0;
-    while i < samples.len() {
-        while i < samples.len() && samples[i] == 0 {
-            i += 1;
-        }
-        let start = i;
-        let mut zeros = 0;
-        let mut end = i;
-        while i < samples.len() && zeros < 240 {
-            if samples[i] == 0 {
-                zeros += 1;
-            } else {
-                zeros = 0;
-                end = i + 1;
-            }
-            i += 1;
-        }
-        if end > start {
-            out.push(&samples[start..end]);
-        }
-    }
-    out
-}
-
 /// Checks a translated recording: (marker of `lang`, utterance) pairs; returns the indices of
 /// the input utterances found, in order (a truncated one counts if it is a prefix).
 fn utterances_in(path: &Path, lang: &str, others: &[&str], utts: &[Vec<i16>]) -> Vec<usize> {
     let (spec, samples) = read_wav_i16(path);
     assert_eq!((spec.sample_rate, spec.channels), (24_000, 1), "{}", path.display());
-    let rs = runs(&samples);
+    let rs = runs(&samples, 240);
     let mut found = vec![];
     let mut i = 0;
     while i < rs.len() {
@@ -170,7 +85,7 @@ fn wav_sink(id: &str, path: &str, extra: &str) -> String {
 #[test]
 fn floor_route_is_bit_exact_and_converts_per_sink() {
     let dir = tempfile::tempdir().unwrap();
-    let input: Vec<i16> = signal(24_000 * 3 + 123, 1);
+    let input: Vec<i16> = signal(24_000 * 3 + 123, 1, 6_000);
     write_wav_i16(&dir.path().join("in.wav"), 24_000, 1, &input);
     let sinks = wav_sink("same", "out/same.wav", "")
         + &wav_sink("wide", "out/wide-{lang}.wav", "sample_rate = 48000\nchannels = 2");
@@ -200,7 +115,7 @@ fn floor_route_is_bit_exact_and_converts_per_sink() {
 #[test]
 fn a_hung_sink_loses_only_its_own_audio() {
     let dir = tempfile::tempdir().unwrap();
-    let input: Vec<i16> = signal(24_000 * 20, 2);
+    let input: Vec<i16> = signal(24_000 * 20, 2, 6_000);
     write_wav_i16(&dir.path().join("in.wav"), 24_000, 1, &input);
     let sinks = wav_sink("good", "out/good.wav", "")
         + "\n[[sink]]\nid = \"hung\"\nplugin = \"com.example.block-forever\"\n[sink.config]\nblock_after = 3\n";
@@ -225,7 +140,7 @@ fn a_hung_sink_loses_only_its_own_audio() {
 
 /// Two sources, each with a floor route: one into a sink that panics, one into a good sink.
 fn panic_config(dir: &Path, policy: &str) -> PathBuf {
-    let input: Vec<i16> = signal(24_000 * 4, 3);
+    let input: Vec<i16> = signal(24_000 * 4, 3, 6_000);
     write_wav_i16(&dir.join("in.wav"), 24_000, 1, &input);
     let mut c = format!("[plugins]\npath = \"{}\"\n[run]\ndelivery = \"lossless\"\n", fixtures().display());
     for id in ["a", "b"] {
@@ -419,7 +334,7 @@ fn reaching_the_budget_stops_new_responses() {
 #[test]
 fn sigterm_ends_the_run_gracefully_with_valid_files() {
     let dir = tempfile::tempdir().unwrap();
-    let input: Vec<i16> = signal(24_000 * 30, 4);
+    let input: Vec<i16> = signal(24_000 * 30, 4, 6_000);
     write_wav_i16(&dir.path().join("in.wav"), 24_000, 1, &input);
     let text = std::fs::read_to_string(floor_config(
         dir.path(),
@@ -461,7 +376,7 @@ fn sigterm_ends_the_run_gracefully_with_valid_files() {
 fn a_speaker_who_never_pauses_is_cut_into_bounded_segments() {
     let dir = tempfile::tempdir().unwrap();
     // 12 s of speech without a pause, then silence.
-    let mut input = signal(24_000 * 12, 5);
+    let mut input = signal(24_000 * 12, 5, 6_000);
     input.extend(std::iter::repeat_n(0, 24_000));
     write_wav_i16(&dir.path().join("in.wav"), 24_000, 1, &input);
     let config = translated_config(dir.path(), &["fr"], None, false, "delivery = \"lossless\"\nmax_segment_ms = 4000");

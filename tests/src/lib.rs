@@ -9,8 +9,9 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::{Command, Output, Stdio},
     sync::OnceLock,
+    time::{Duration, Instant},
 };
 
 /// The workspace root.
@@ -111,6 +112,103 @@ pub fn run(cmd: &mut Command) -> Run {
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
         stderr: String::from_utf8_lossy(&stderr).into_owned(),
     }
+}
+
+/// Runs `cmd` in `dir` with stdout and stderr in `dir/stdout.txt` and `dir/stderr.txt`,
+/// calling `poll` with its process id every 20 ms while it runs; kills it and panics with both
+/// outputs when it takes longer than `limit`.
+pub fn run_in(mut cmd: Command, dir: &Path, limit: Duration, mut poll: impl FnMut(u32)) -> Run {
+    let (out, err) = (dir.join("stdout.txt"), dir.join("stderr.txt"));
+    let mut child = cmd
+        .current_dir(dir)
+        .stdout(Stdio::from(std::fs::File::create(&out).unwrap()))
+        .stderr(Stdio::from(std::fs::File::create(&err).unwrap()))
+        .spawn()
+        .expect("spawn tolk");
+    let started = Instant::now();
+    let status = loop {
+        poll(child.id());
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "tolk run did not finish within {limit:?}\nstdout:\n{}\nstderr:\n{}",
+                std::fs::read_to_string(&out).unwrap_or_default(),
+                std::fs::read_to_string(&err).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: std::fs::read_to_string(&out).unwrap_or_default(),
+        stderr: std::fs::read_to_string(&err).unwrap_or_default(),
+    }
+}
+
+/// Runs `tolk run --no-status CONFIG ARGS…` in the config's directory, killing it after `limit`.
+pub fn run_tolk(config: &Path, args: &[&str], limit: Duration) -> Run {
+    let mut cmd = tolk();
+    cmd.args(["run", "--no-status"]).arg(config).args(args);
+    run_in(cmd, config.parent().unwrap(), limit, |_| {})
+}
+
+/// Writes `text` to `dir/name`; returns the path.
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// The JSON status file `dir/status.json`.
+pub fn status(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("status.json")).expect("status.json")).unwrap()
+}
+
+/// A deterministic, never-silent speech stand-in of `n` samples (no zero sample), amplitude
+/// below `amp`, full of detail.
+pub fn signal(n: usize, seed: u32, amp: i32) -> Vec<i16> {
+    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let v = ((x >> 16) as i32 % amp) as i16;
+            if v == 0 { 1 } else { v }
+        })
+        .collect()
+}
+
+/// The non-silent runs of `samples` as (start, end): runs of at least `gap` zeros split them.
+pub fn active(samples: &[i16], gap: usize) -> Vec<(usize, usize)> {
+    let mut out = vec![];
+    let mut i = 0;
+    while i < samples.len() {
+        while i < samples.len() && samples[i] == 0 {
+            i += 1;
+        }
+        let (start, mut end, mut zeros) = (i, i, 0);
+        while i < samples.len() && zeros < gap {
+            if samples[i] == 0 {
+                zeros += 1;
+            } else {
+                zeros = 0;
+                end = i + 1;
+            }
+            i += 1;
+        }
+        if end > start {
+            out.push((start, end));
+        }
+    }
+    out
+}
+
+/// The non-silent runs of `samples` themselves (see [`active`]).
+pub fn runs(samples: &[i16], gap: usize) -> Vec<&[i16]> {
+    active(samples, gap).into_iter().map(|(a, b)| &samples[a..b]).collect()
 }
 
 /// Writes a 16-bit WAV.

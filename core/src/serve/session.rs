@@ -22,7 +22,7 @@ use super::{
     new_id,
     protocol::{ApiError, AudioFormat, Dialect, SessionConfig, check_keys, decode_audio, encode_audio, obj, string},
     usage::{AUDIO_IN_TOKENS_PER_S, AUDIO_OUT_TOKENS_PER_S, Tokens, Usage, audio_tokens, text_tokens},
-    vad::{Vad, VadEvent, VadParams, ms_to_samples, samples_to_ms},
+    vad::{Vad, VadEvent, VadParams, ms_to_samples, samples_to_ms, take_span, trim_before},
 };
 
 /// Responses pull at most this many engine chunks per tick, so a fast engine still lets
@@ -509,20 +509,13 @@ impl RealtimeSession {
         if self.speech.is_none() {
             let pad = self.cfg.turn_detection.as_ref().map_or(0, |t| t.prefix_padding_ms as u64);
             let keep_from = self.total.saturating_sub(ms_to_samples(pad + 100));
-            if keep_from > self.buffer_start {
-                self.buffer.drain(..(keep_from - self.buffer_start) as usize);
-                self.buffer_start = keep_from;
-            }
+            trim_before(&mut self.buffer, &mut self.buffer_start, keep_from);
         }
     }
 
     /// Turns buffer samples `[start, end)` into a user item `id`; drops the buffer up to `end`.
     fn commit(&mut self, start: u64, end: u64, id: String) {
-        let lo = start.saturating_sub(self.buffer_start).min(self.buffer.len() as u64) as usize;
-        let hi = end.saturating_sub(self.buffer_start).min(self.buffer.len() as u64) as usize;
-        let samples = self.buffer[lo..hi.max(lo)].to_vec();
-        self.buffer.drain(..hi);
-        self.buffer_start += hi as u64;
+        let samples = take_span(&mut self.buffer, &mut self.buffer_start, start, end);
         self.utterances += 1;
         let utterance = self.utterances;
         let transcript_language =

@@ -23,7 +23,7 @@ use super::{
     new_id,
     protocol::{ApiError, AudioFormat, TranslationConfig, check_keys, decode_audio, string},
     session::{MAX_BUFFER_MS, unknown_event},
-    vad::{Vad, VadEvent, VadParams, ms_to_samples, samples_to_ms},
+    vad::{Vad, VadEvent, VadParams, ms_to_samples, samples_to_ms, take_span, trim_before},
 };
 
 const PARAMS: VadParams = VadParams { threshold: 0.5, prefix_padding_ms: 300, silence_duration_ms: 500 };
@@ -195,20 +195,13 @@ impl TranslationSession {
         }
         if self.speech_start.is_none() {
             let keep_from = self.total.saturating_sub(ms_to_samples(PARAMS.prefix_padding_ms as u64 + 100));
-            if keep_from > self.buffer_start {
-                self.buffer.drain(..(keep_from - self.buffer_start) as usize);
-                self.buffer_start = keep_from;
-            }
+            trim_before(&mut self.buffer, &mut self.buffer_start, keep_from);
         }
     }
 
     /// Queues input `[start, end)` as an utterance.
     fn cut(&mut self, start: u64, end: u64, now: Instant) {
-        let lo = start.saturating_sub(self.buffer_start).min(self.buffer.len() as u64) as usize;
-        let hi = end.saturating_sub(self.buffer_start).min(self.buffer.len() as u64) as usize;
-        let samples = self.buffer[lo..hi.max(lo)].to_vec();
-        self.buffer.drain(..hi);
-        self.buffer_start += hi as u64;
+        let samples = take_span(&mut self.buffer, &mut self.buffer_start, start, end);
         if samples.len() < ms_to_samples(100) as usize {
             return;
         }

@@ -38,6 +38,26 @@ pub fn ms_to_samples(ms: u64) -> u64 {
     ms * RATE / 1000
 }
 
+/// Drops what `buffer` holds before input sample `keep_from`; `start` is the input sample
+/// `buffer[0]` is, and moves with it.
+pub fn trim_before(buffer: &mut Vec<i16>, start: &mut u64, keep_from: u64) {
+    if keep_from > *start {
+        buffer.drain(..(keep_from - *start) as usize);
+        *start = keep_from;
+    }
+}
+
+/// Takes input samples `[from, to)` out of `buffer` (clipped to what it holds) and drops
+/// everything before `to`; `start` is the input sample `buffer[0]` is, and moves with it.
+pub fn take_span(buffer: &mut Vec<i16>, start: &mut u64, from: u64, to: u64) -> Vec<i16> {
+    let lo = from.saturating_sub(*start).min(buffer.len() as u64) as usize;
+    let hi = to.saturating_sub(*start).min(buffer.len() as u64) as usize;
+    let samples = buffer[lo..hi.max(lo)].to_vec();
+    buffer.drain(..hi);
+    *start += hi as u64;
+    samples
+}
+
 /// Milliseconds in `samples` samples (rounded down).
 pub fn samples_to_ms(samples: u64) -> u64 {
     samples * 1000 / RATE

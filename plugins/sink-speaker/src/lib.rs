@@ -5,6 +5,8 @@
 //!
 //! - **All cpal code is in the mic plugin's `device.rs`**, which this crate includes by path:
 //!   one file talks to the audio backend for both device plugins. This file never names cpal.
+//!   Likewise the device thread's keeping of the stream (loss detection, reopening) and the
+//!   shared config checks are the mic plugin's `supervise.rs`, included the same way.
 //! - **Queues, not locks.** `on_audio` (the sink's host thread) pushes into lock-free rings
 //!   ([`rtrb`]); the audio callback pops from them, mixes, and writes the device's native
 //!   frames. The callback never blocks and never allocates. The playback state it reads sits
@@ -32,6 +34,8 @@
 #[allow(dead_code)]
 #[path = "../../source-mic/src/device.rs"]
 mod device;
+#[path = "../../source-mic/src/supervise.rs"]
+mod supervise;
 
 use std::{
     sync::{
@@ -42,7 +46,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use device::{Channel, Counters, Direction, FindError};
+use device::{Channel, Counters, Direction};
+use supervise::{DeviceConfig, Keeper};
 use tolk_plugin_api::{
     device::DeviceInfo,
     dsp::{Ducker, DuckerSettings},
@@ -117,8 +122,6 @@ pub enum OnMissing {
     Wait,
 }
 
-const FALLBACK_RATE: u32 = 48_000;
-const WATCHDOG: Duration = Duration::from_secs(2);
 /// How long `stop` lets queued translation finish playing.
 const DRAIN_AT_STOP: Duration = Duration::from_millis(1500);
 
@@ -226,15 +229,7 @@ impl OutputSink for Speaker {
     type Config = SpeakerConfig;
 
     fn new(config: SpeakerConfig, host: &Host) -> Result<Self, PluginError> {
-        if config.device.trim().is_empty() {
-            return Err(PluginError::config("device: must not be empty (use \"default\")"));
-        }
-        if !(16..=16_384).contains(&config.buffer_frames) {
-            return Err(PluginError::config(format!("buffer_frames: {} is outside 16..=16384", config.buffer_frames)));
-        }
-        if !(50..=60_000).contains(&config.reopen_ms) {
-            return Err(PluginError::config(format!("reopen_ms: {} is outside 50..=60000", config.reopen_ms)));
-        }
+        supervise::check_device(&config.device, config.buffer_frames, config.reopen_ms)?;
         if !(100..=600_000).contains(&config.queue_ms) {
             return Err(PluginError::config(format!("queue_ms: {} is outside 100..=600000", config.queue_ms)));
         }
@@ -244,9 +239,7 @@ impl OutputSink for Speaker {
                 config.floor_latency_ms
             )));
         }
-        if config.sample_rate != 0 && !(8_000..=384_000).contains(&config.sample_rate) {
-            return Err(PluginError::config(format!("sample_rate: {} is outside 8000..=384000", config.sample_rate)));
-        }
+        supervise::check_rate(config.sample_rate)?;
         let settings = DuckerSettings {
             duck_db: config.duck_db,
             floor_db: config.floor_db,
@@ -256,23 +249,17 @@ impl OutputSink for Speaker {
             ..DuckerSettings::default()
         };
         settings.validate().map_err(PluginError::config)?;
-        let channel = if config.channel == 0 { Channel::All } else { Channel::One(config.channel - 1) };
-        let wanted_rate = (config.sample_rate != 0).then_some(config.sample_rate);
-        let (name, rate) =
-            match device::resolve(Direction::Output, &config.device, wanted_rate, channel, config.buffer_frames) {
-                Ok(r) => {
-                    host.debug(format!(
-                        "device {:?}: {} Hz, {} ch, {} (native)",
-                        r.name, r.rate, r.channels, r.sample_format
-                    ));
-                    (r.name, r.rate)
-                }
-                Err(FindError::Missing(m)) if config.on_missing == OnMissing::Wait => {
-                    host.warn(format!("{m}; waiting for it (on_missing = \"wait\")"));
-                    (config.device.clone(), wanted_rate.unwrap_or(FALLBACK_RATE))
-                }
-                Err(e) => return Err(e.into_plugin_error()),
-            };
+        let (channel, name, rate) = supervise::resolve(
+            Direction::Output,
+            &DeviceConfig {
+                device: &config.device,
+                channel: config.channel,
+                sample_rate: config.sample_rate,
+                buffer_frames: config.buffer_frames,
+                wait: config.on_missing == OnMissing::Wait,
+            },
+            host,
+        )?;
         let ducking = config.floor_mix.then_some(settings);
         Ok(Speaker { config, channel, ducking, rate, name, host: host.clone(), running: None })
     }
@@ -319,18 +306,7 @@ impl OutputSink for Speaker {
             .name(format!("tolk-speaker-{}", self.host.instance_id()))
             .spawn(move || ctx.run(ready_tx))
             .map_err(|e| PluginError::io(format!("cannot start the device thread: {e}")))?;
-        match ready_rx.recv_timeout(Duration::from_secs(5)) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                return Err(e);
-            }
-            Err(_) => {
-                stop.store(true, Ordering::Release);
-                let _ = thread.join();
-                return Err(PluginError::io(format!("device {:?}: opening it did not finish within 5 s", self.name)));
-            }
-        }
+        let thread = supervise::await_ready(&ready_rx, thread, &stop, &self.name)?;
         self.running = Some(Running {
             translation: t_prod,
             floor: f_prod,
@@ -486,60 +462,29 @@ impl DeviceThread {
 
     fn run(self, ready: std::sync::mpsc::SyncSender<Result<(), PluginError>>) {
         let mut backend = device::Backend::new();
-        let mut stream = match self.open(&backend) {
-            Ok(s) => {
-                self.host.info(format!("playing on {:?} at {} Hz", self.name, self.rate));
-                Some(s)
-            }
-            Err(e) if self.wait_if_missing => {
-                self.host.warn(format!("{e}; discarding audio until it appears"));
-                None
-            }
-            Err(e) => {
-                let _ = ready.send(Err(e));
-                return;
-            }
+        let mut keeper = Keeper::new(
+            Direction::Output,
+            &self.wanted,
+            &self.name,
+            self.reopen,
+            &self.host,
+            "playing",
+            "discarding audio",
+            "no callbacks",
+        );
+        let started = format!("playing on {:?} at {} Hz", self.name, self.rate);
+        let Some((mut stream, mut absent)) =
+            keeper.first_open(self.open(&backend), self.wait_if_missing, started, &ready)
+        else {
+            return;
         };
-        let _ = ready.send(Ok(()));
         let poll = Duration::from_millis(10);
-        let mut last_callbacks = (0, Instant::now());
-        let mut absent: Option<(Instant, u64, Instant)> =
-            stream.is_none().then(|| (Instant::now(), 0, Instant::now() + self.reopen));
         let mut last_report = Instant::now();
         let mut seen = (0, 0, 0);
-        let mut losses = 0u64;
-        let mut last_presence = Instant::now();
         let c = &self.counters;
         while !self.stop.load(Ordering::Acquire) {
-            if stream.is_some() {
-                let calls = Counters::get(&c.callbacks);
-                if calls != last_callbacks.0 {
-                    last_callbacks = (calls, Instant::now());
-                }
-                let stalled = last_callbacks.1.elapsed() > WATCHDOG;
-                let gone = last_presence.elapsed() >= self.reopen && {
-                    last_presence = Instant::now();
-                    !backend.present(Direction::Output, &self.wanted)
-                };
-                if c.lost.swap(false, Ordering::AcqRel) || stalled || gone {
-                    let why = if stalled {
-                        format!("no callbacks for {} s", WATCHDOG.as_secs())
-                    } else if gone {
-                        "it is no longer listed".to_string()
-                    } else {
-                        c.last_error.lock().map(|e| e.clone()).unwrap_or_default()
-                    };
-                    self.host.warn(format!(
-                        "device {:?} lost ({why}); discarding audio and retrying every {} ms",
-                        self.name,
-                        self.reopen.as_millis()
-                    ));
-                    stream = None;
-                    losses += 1;
-                    absent = Some((Instant::now(), 0, Instant::now() + self.reopen));
-                }
-            }
-            if let Some((since, discarded, next_try)) = absent.as_mut() {
+            keeper.check(&mut stream, &mut absent, &backend, c);
+            if let Some((since, discarded, _)) = absent.as_mut() {
                 let due = (since.elapsed().as_secs_f64() * f64::from(self.rate)) as u64;
                 if due > *discarded {
                     if let Ok(mut p) = self.playback.lock() {
@@ -547,22 +492,8 @@ impl DeviceThread {
                     }
                     *discarded = due;
                 }
-                if Instant::now() >= *next_try {
-                    backend = device::Backend::new();
-                    match self.open(&backend) {
-                        Ok(s) => {
-                            self.host.info(format!("device {:?} is back; playing again", self.name));
-                            stream = Some(s);
-                            absent = None;
-                            last_callbacks = (Counters::get(&c.callbacks), Instant::now());
-                        }
-                        Err(e) => {
-                            self.host.debug(format!("still waiting for {:?}: {e}", self.name));
-                            *next_try = Instant::now() + self.reopen;
-                        }
-                    }
-                }
             }
+            keeper.retry(&mut stream, &mut absent, &mut backend, c, |b| self.open(b));
             if last_report.elapsed() >= Duration::from_secs(1) {
                 let now = (Counters::get(&c.overrun_frames), Counters::get(&c.underruns), Counters::get(&c.xruns));
                 if now != seen {
@@ -581,12 +512,13 @@ impl DeviceThread {
         }
         drop(stream);
         self.host.info(format!(
-            "stopped: {} frames played; overruns {} frames, underruns {}, device xruns {} ({} frames), device losses {losses}",
+            "stopped: {} frames played; overruns {} frames, underruns {}, device xruns {} ({} frames), device losses {}",
             Counters::get(&c.frames),
             Counters::get(&c.overrun_frames),
             Counters::get(&c.underruns),
             Counters::get(&c.xruns),
             Counters::get(&c.xrun_frames),
+            keeper.losses,
         ));
     }
 }

@@ -443,6 +443,29 @@ impl Pace {
     }
 }
 
+/// `$build!(T)` for the cpal sample type `T` of `$format` (a [`CpalFormat`]); for a format we do
+/// not handle, returns an unsupported-format error naming the device `$name` from the function.
+macro_rules! for_format {
+    ($format:expr, $name:expr, $build:ident) => {
+        match $format {
+            CpalFormat::I8 => $build!(i8),
+            CpalFormat::I16 => $build!(i16),
+            CpalFormat::I24 => $build!(cpal::I24),
+            CpalFormat::I32 => $build!(i32),
+            CpalFormat::U8 => $build!(u8),
+            CpalFormat::U16 => $build!(u16),
+            CpalFormat::F32 => $build!(f32),
+            CpalFormat::F64 => $build!(f64),
+            other => {
+                return Err(PluginError::unsupported(format!(
+                    "device {:?}: sample format {other} is not supported",
+                    $name
+                )));
+            }
+        }
+    };
+}
+
 /// Opens the input stream of `wanted` at `rate` and starts it. `capture` receives mono `f32`
 /// chunks from the audio callback: it must only write to a ring buffer (no locks, no
 /// allocation) and count what did not fit.
@@ -477,20 +500,7 @@ pub fn open_input(
             )
         };
     }
-    let stream = match format {
-        CpalFormat::I8 => build!(i8),
-        CpalFormat::I16 => build!(i16),
-        CpalFormat::I24 => build!(cpal::I24),
-        CpalFormat::I32 => build!(i32),
-        CpalFormat::U8 => build!(u8),
-        CpalFormat::U16 => build!(u16),
-        CpalFormat::F32 => build!(f32),
-        CpalFormat::F64 => build!(f64),
-        other => {
-            return Err(PluginError::unsupported(format!("device {name:?}: sample format {other} is not supported")));
-        }
-    }
-    .map_err(|e| open_error(&name, dir, e))?;
+    let stream = for_format!(format, name, build).map_err(|e| open_error(&name, dir, e))?;
     stream.play().map_err(|e| open_error(&name, dir, e))?;
     Ok(Stream { _stream: stream })
 }
@@ -528,20 +538,7 @@ pub fn open_output(
             )
         };
     }
-    let stream = match format {
-        CpalFormat::I8 => build!(i8),
-        CpalFormat::I16 => build!(i16),
-        CpalFormat::I24 => build!(cpal::I24),
-        CpalFormat::I32 => build!(i32),
-        CpalFormat::U8 => build!(u8),
-        CpalFormat::U16 => build!(u16),
-        CpalFormat::F32 => build!(f32),
-        CpalFormat::F64 => build!(f64),
-        other => {
-            return Err(PluginError::unsupported(format!("device {name:?}: sample format {other} is not supported")));
-        }
-    }
-    .map_err(|e| open_error(&name, dir, e))?;
+    let stream = for_format!(format, name, build).map_err(|e| open_error(&name, dir, e))?;
     stream.play().map_err(|e| open_error(&name, dir, e))?;
     Ok(Stream { _stream: stream })
 }

@@ -23,9 +23,11 @@
 //!   handled the same way instead of being an error.
 
 // NOTE: `device.rs` serves both device plugins (tolk.speaker includes it by path), so each
-// crate uses only its own direction's half.
+// crate uses only its own direction's half. `supervise.rs` (keeping a device thread's stream
+// alive, the shared config checks) is shared the same way.
 #[allow(dead_code)]
 mod device;
+mod supervise;
 
 use std::{
     sync::{
@@ -36,7 +38,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use device::{Channel, Counters, Direction, FindError};
+use device::{Channel, Counters, Direction};
+use supervise::{DeviceConfig, Keeper};
 use tolk_plugin_api::{device::DeviceInfo, prelude::*};
 
 // 1. The config.
@@ -82,11 +85,6 @@ pub enum OnMissing {
     Wait,
 }
 
-/// The rate declared when the device is absent at `new` and `sample_rate` is not set.
-const FALLBACK_RATE: u32 = 48_000;
-/// A stream whose callbacks stop for this long is treated as lost.
-const WATCHDOG: Duration = Duration::from_secs(2);
-
 // 2. The plugin struct.
 /// The microphone source.
 pub struct Mic {
@@ -117,35 +115,19 @@ impl AudioSource for Mic {
     type Config = MicConfig;
 
     fn new(config: MicConfig, host: &Host) -> Result<Self, PluginError> {
-        if config.device.trim().is_empty() {
-            return Err(PluginError::config("device: must not be empty (use \"default\")"));
-        }
-        if !(16..=16_384).contains(&config.buffer_frames) {
-            return Err(PluginError::config(format!("buffer_frames: {} is outside 16..=16384", config.buffer_frames)));
-        }
-        if !(50..=60_000).contains(&config.reopen_ms) {
-            return Err(PluginError::config(format!("reopen_ms: {} is outside 50..=60000", config.reopen_ms)));
-        }
-        if config.sample_rate != 0 && !(8_000..=384_000).contains(&config.sample_rate) {
-            return Err(PluginError::config(format!("sample_rate: {} is outside 8000..=384000", config.sample_rate)));
-        }
-        let channel = if config.channel == 0 { Channel::All } else { Channel::One(config.channel - 1) };
-        let wanted_rate = (config.sample_rate != 0).then_some(config.sample_rate);
-        let (name, rate) =
-            match device::resolve(Direction::Input, &config.device, wanted_rate, channel, config.buffer_frames) {
-                Ok(r) => {
-                    host.debug(format!(
-                        "device {:?}: {} Hz, {} ch, {} (native)",
-                        r.name, r.rate, r.channels, r.sample_format
-                    ));
-                    (r.name, r.rate)
-                }
-                Err(FindError::Missing(m)) if config.on_missing == OnMissing::Wait => {
-                    host.warn(format!("{m}; waiting for it (on_missing = \"wait\")"));
-                    (config.device.clone(), wanted_rate.unwrap_or(FALLBACK_RATE))
-                }
-                Err(e) => return Err(e.into_plugin_error()),
-            };
+        supervise::check_device(&config.device, config.buffer_frames, config.reopen_ms)?;
+        supervise::check_rate(config.sample_rate)?;
+        let (channel, name, rate) = supervise::resolve(
+            Direction::Input,
+            &DeviceConfig {
+                device: &config.device,
+                channel: config.channel,
+                sample_rate: config.sample_rate,
+                buffer_frames: config.buffer_frames,
+                wait: config.on_missing == OnMissing::Wait,
+            },
+            host,
+        )?;
         Ok(Mic {
             config,
             channel,
@@ -184,22 +166,8 @@ impl AudioSource for Mic {
             .spawn(move || ctx.run(ready_tx))
             .map_err(|e| PluginError::io(format!("cannot start the device thread: {e}")))?;
         // The thread opens the device (the stream must live on it) and says how that went.
-        let ready = ready_rx.recv_timeout(Duration::from_secs(5));
-        match ready {
-            Ok(Ok(())) => {
-                self.thread = Some(thread);
-                Ok(())
-            }
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                Err(e)
-            }
-            Err(_) => {
-                self.stop.store(true, Ordering::Release);
-                let _ = thread.join();
-                Err(PluginError::io(format!("device {:?}: opening it did not finish within 5 s", self.name)))
-            }
-        }
+        self.thread = Some(supervise::await_ready(&ready_rx, thread, &self.stop, &self.name)?);
+        Ok(())
     }
 
     fn stop(&mut self) -> Result<(), PluginError> {
@@ -285,21 +253,22 @@ impl DeviceThread {
         let producer: SharedProducer = Arc::new(Mutex::new(producer));
         let counters = Arc::new(Counters::default());
         let mut backend = device::Backend::new();
-        let mut stream = match self.open(&backend, &producer, &counters) {
-            Ok(s) => {
-                self.host.info(format!("capturing from {:?} at {} Hz", self.name, self.rate));
-                Some(s)
-            }
-            Err(e) if self.wait_if_missing => {
-                self.host.warn(format!("{e}; writing silence until it appears"));
-                None
-            }
-            Err(e) => {
-                let _ = ready.send(Err(e));
-                return;
-            }
+        let mut keeper = Keeper::new(
+            Direction::Input,
+            &self.wanted,
+            &self.name,
+            self.reopen,
+            &self.host,
+            "capturing",
+            "writing silence",
+            "no audio",
+        );
+        let opened = self.open(&backend, &producer, &counters);
+        let started = format!("capturing from {:?} at {} Hz", self.name, self.rate);
+        // While the device is away: when it went, silence written since, next reopen attempt.
+        let Some((mut stream, mut absent)) = keeper.first_open(opened, self.wait_if_missing, started, &ready) else {
+            return;
         };
-        let _ = ready.send(Ok(()));
 
         let poll = Duration::from_micros(
             (u64::from(self.buffer_frames) * 500_000 / u64::from(self.rate)).clamp(1_000, 10_000),
@@ -307,13 +276,7 @@ impl DeviceThread {
         let mut scratch = vec![0.0f32; capacity];
         let silence = vec![0.0f32; (self.rate as usize / 50).max(1)];
         let mut stats = Stats::default();
-        let mut last_callbacks = (0, Instant::now());
-        // While the device is away: when it went, silence written since, next reopen attempt.
-        let mut absent: Option<(Instant, u64, Instant)> =
-            stream.is_none().then(|| (Instant::now(), 0, Instant::now() + self.reopen));
         let mut last_report = Instant::now();
-        let mut last_presence = Instant::now();
-        let mut losses = 0u64;
         while !self.stop.load(Ordering::Acquire) && !self.writer.is_closed() {
             // Drain what the callback captured into the host.
             let n = consumer.slots().min(scratch.len());
@@ -328,35 +291,8 @@ impl DeviceThread {
                 stats.written += took as u64;
                 stats.refused += (n - took) as u64;
             }
-            if stream.is_some() {
-                let calls = Counters::get(&counters.callbacks);
-                if calls != last_callbacks.0 {
-                    last_callbacks = (calls, Instant::now());
-                }
-                let stalled = last_callbacks.1.elapsed() > WATCHDOG;
-                let gone = last_presence.elapsed() >= self.reopen && {
-                    last_presence = Instant::now();
-                    !backend.present(Direction::Input, &self.wanted)
-                };
-                if counters.lost.swap(false, Ordering::AcqRel) || stalled || gone {
-                    let why = if stalled {
-                        format!("no audio for {} s", WATCHDOG.as_secs())
-                    } else if gone {
-                        "it is no longer listed".to_string()
-                    } else {
-                        counters.last_error.lock().map(|e| e.clone()).unwrap_or_default()
-                    };
-                    self.host.warn(format!(
-                        "device {:?} lost ({why}); writing silence and retrying every {} ms",
-                        self.name,
-                        self.reopen.as_millis()
-                    ));
-                    stream = None;
-                    losses += 1;
-                    absent = Some((Instant::now(), 0, Instant::now() + self.reopen));
-                }
-            }
-            if let Some((since, written, next_try)) = absent.as_mut() {
+            keeper.check(&mut stream, &mut absent, &backend, &counters);
+            if let Some((since, written, _)) = absent.as_mut() {
                 // Keep the route's clock running: silence at the declared rate.
                 let due = (since.elapsed().as_secs_f64() * f64::from(self.rate)) as u64;
                 while *written < due {
@@ -368,23 +304,8 @@ impl DeviceThread {
                         break;
                     }
                 }
-                if Instant::now() >= *next_try {
-                    // A fresh connection: the old one may have died with the server.
-                    backend = device::Backend::new();
-                    match self.open(&backend, &producer, &counters) {
-                        Ok(s) => {
-                            self.host.info(format!("device {:?} is back; capturing again", self.name));
-                            stream = Some(s);
-                            absent = None;
-                            last_callbacks = (Counters::get(&counters.callbacks), Instant::now());
-                        }
-                        Err(e) => {
-                            self.host.debug(format!("still waiting for {:?}: {e}", self.name));
-                            *next_try = Instant::now() + self.reopen;
-                        }
-                    }
-                }
             }
+            keeper.retry(&mut stream, &mut absent, &mut backend, &counters, |b| self.open(b, &producer, &counters));
             if last_report.elapsed() >= Duration::from_secs(1) {
                 stats.report(&self.host, &counters, false);
                 last_report = Instant::now();
@@ -392,7 +313,7 @@ impl DeviceThread {
             std::thread::sleep(poll);
         }
         drop(stream);
-        stats.losses = losses;
+        stats.losses = keeper.losses;
         stats.report(&self.host, &counters, true);
     }
 }
