@@ -323,11 +323,11 @@ impl OutputSink for WavSink {
             // No audio, so nothing to align: a gap, if any, is filled by the next real block.
             return Ok(());
         }
-        let offset = block.frame_offset();
         let mut skip = 0;
         if self.fill_gaps {
-            if offset > rec.next_offset {
-                let gap = offset - rec.next_offset;
+            let gap;
+            (gap, skip) = rec.align(block.frame_offset(), frames);
+            if gap > 0 {
                 let fill = gap.min(MAX_GAP_SECONDS * u64::from(format.sample_rate));
                 let ms = |frames: u64| frames * 1000 / u64::from(format.sample_rate);
                 if fill < gap {
@@ -345,13 +345,7 @@ impl OutputSink for WavSink {
                     ));
                 }
                 rec.write_silence(fill, format, &self.host)?;
-            } else if offset < rec.next_offset {
-                // Already written (a block repeated or overlapping after a resync): skip it.
-                skip = usize::try_from(rec.next_offset - offset).unwrap_or(usize::MAX).min(frames);
             }
-            // After a gap longer than the cap the file runs behind the stream; from here on it
-            // follows the stream again.
-            rec.next_offset = rec.next_offset.max(offset + frames as u64);
         }
         let (from, to) = (skip * channels, frames * channels);
         match block.samples() {
@@ -421,6 +415,18 @@ struct Recording {
 }
 
 impl Recording {
+    /// Places a block of `frames` starting at stream frame `offset` against what the file
+    /// already holds: returns the frames missing before it (a gap to fill, dropped upstream)
+    /// and how many of its own leading frames were already written (a repeat or overlap after
+    /// a resync, to skip), and advances the file's stream position. After a gap longer than
+    /// the fill cap the file runs behind the stream; from here on it follows the stream again.
+    fn align(&mut self, offset: u64, frames: usize) -> (u64, usize) {
+        let gap = offset.saturating_sub(self.next_offset);
+        let skip = usize::try_from(self.next_offset.saturating_sub(offset)).unwrap_or(usize::MAX).min(frames);
+        self.next_offset = self.next_offset.max(offset + frames as u64);
+        (gap, skip)
+    }
+
     /// Appends whole frames, converting to the file's encoding, up to the WAV size limit.
     fn write(&mut self, samples: Samples<'_>, format: AudioFormat, host: &Host) -> Result<(), PluginError> {
         let channels = usize::from(format.channels);
@@ -517,23 +523,20 @@ impl WavSink {
         if frames == 0 {
             return Ok(());
         }
-        let offset = block.frame_offset();
         let mut skip = 0;
         if self.fill_gaps {
-            if offset > rec.next_offset {
+            let gap;
+            (gap, skip) = rec.align(block.frame_offset(), frames);
+            if gap > 0 {
                 // Floor dropped upstream: the translation goes on over silence meanwhile.
-                let gap = (offset - rec.next_offset).min(MAX_GAP_SECONDS * u64::from(format.sample_rate));
-                let mut left = gap as usize;
+                let mut left = gap.min(MAX_GAP_SECONDS * u64::from(format.sample_rate)) as usize;
                 while left > 0 {
                     let n = left.min(4096);
                     fm.mix(None, n, channels);
                     rec.write(Samples::F32(&fm.mixed), format, &self.host)?;
                     left -= n;
                 }
-            } else if offset < rec.next_offset {
-                skip = usize::try_from(rec.next_offset - offset).unwrap_or(usize::MAX).min(frames);
             }
-            rec.next_offset = rec.next_offset.max(offset + frames as u64);
         }
         let floor: Vec<f32> = match block.samples() {
             Samples::F32(s) => s[skip * channels..frames * channels].to_vec(),
