@@ -489,7 +489,12 @@ async fn connection(
             selected = Some(r);
             Ok(resp)
         }
-        Err(e) => Err(e),
+        // NOTE: counted here, before the refusal is sent, so a client that has seen its 4xx
+        // also sees it in the stats.
+        Err(e) => {
+            stats.refused.fetch_add(1, Ordering::Relaxed);
+            Err(e)
+        }
     };
     let config =
         WebSocketConfig::default().max_message_size(Some(MAX_MESSAGE_BYTES)).max_frame_size(Some(MAX_MESSAGE_BYTES));
@@ -497,8 +502,7 @@ async fn connection(
     let ws = match tokio::time::timeout(Duration::from_secs(10), handshake).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
-            stats.refused.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!("tolk serve: {peer}: handshake refused: {e}");
+            tracing::debug!("tolk serve: {peer}: handshake failed: {e}");
             return;
         }
         Err(_) => return,
