@@ -10,6 +10,8 @@
 //! - [`resample`]: [`StreamResampler`], streaming rate conversion on rubato with exact lengths
 //!   and delay compensation.
 //! - [`pcm16`]: i16 ↔ little-endian bytes ↔ base64.
+//! - [`vad`]: the energy-based voice activity detector (server VAD of `tolk serve`, segment
+//!   cuts in the router).
 //! - [`g711`]: μ-law / A-law bytes ↔ linear PCM16 (the test server's `pcmu` / `pcma` formats).
 //!
 //! The one decision to know: the [`Converter`] works in f32 between its ends and orders the
@@ -21,6 +23,7 @@ pub mod convert;
 pub mod g711;
 pub mod pcm16;
 pub mod resample;
+pub mod vad;
 
 use std::fmt;
 

@@ -42,9 +42,9 @@ use super::{
     sink_lane::TextItem,
 };
 use crate::{
+    audio::vad::{Vad, VadEvent, VadParams},
     config::{TurnDetection, run::Delivery},
     realtime::{self, CloseReason, Input, Output, SessionHandle, SessionSpec, Usage},
-    serve::vad::{Vad, VadEvent, VadParams},
     shutdown::Level,
 };
 

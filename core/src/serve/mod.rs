@@ -44,8 +44,8 @@
 //! ```
 //!
 //! Layout: `mod.rs` (options, listener, handshake routing, the connection loop),
-//! [`protocol`] (session shapes, validation, errors), [`session`], [`translation`], [`vad`],
-//! [`engine`], [`faults`], [`usage`].
+//! [`protocol`] (session shapes, validation, errors), [`session`], [`translation`], [`engine`],
+//! [`faults`], [`usage`]; the voice activity detector is [`crate::audio::vad`].
 
 pub mod engine;
 pub mod faults;
@@ -53,7 +53,6 @@ pub mod protocol;
 pub mod session;
 pub mod translation;
 pub mod usage;
-pub mod vad;
 
 use std::{
     collections::VecDeque,

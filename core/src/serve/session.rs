@@ -22,8 +22,8 @@ use super::{
     new_id,
     protocol::{ApiError, AudioFormat, Dialect, SessionConfig, check_keys, decode_audio, encode_audio, obj, string},
     usage::{AUDIO_IN_TOKENS_PER_S, AUDIO_OUT_TOKENS_PER_S, Tokens, Usage, audio_tokens, text_tokens},
-    vad::{Vad, VadEvent, VadParams, ms_to_samples, samples_to_ms, take_span, trim_before},
 };
+use crate::audio::vad::{Vad, VadEvent, VadParams, ms_to_samples, samples_to_ms, take_span, trim_before};
 
 /// Responses pull at most this many engine chunks per tick, so a fast engine still lets
 /// client events in between.
