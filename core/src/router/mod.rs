@@ -18,7 +18,7 @@
 //! is declared stalled and drops like a live one. Control (ends, failures, shutdown) travels
 //! on its own channel to the control loop in [`run`], never behind audio.
 //!
-//! - [`lane`]: the source lane behind a source's `AudioWriter`.
+//! - [`source_lane`]: the source lane behind a source's `AudioWriter`.
 //! - [`sink_lane`]: the lane in front of a sink instance.
 //! - [`plan`]: the route graph built from the config.
 //! - [`metrics`]: counters, status line, JSON and Prometheus output.
@@ -28,7 +28,6 @@
 
 pub mod cost;
 pub mod gate;
-pub mod lane;
 pub mod metrics;
 pub mod plan;
 mod prompt;
@@ -36,6 +35,7 @@ pub mod session;
 mod sink;
 pub mod sink_lane;
 mod source;
+pub mod source_lane;
 
 use std::{
     path::PathBuf,
