@@ -22,7 +22,7 @@ use super::{
     engine::{Chunk, Engine, EngineRequest},
     new_id,
     protocol::{ApiError, AudioFormat, TranslationConfig, check_keys, decode_audio, string},
-    session::{MAX_BUFFER_MS, unknown_event},
+    realtime_session::{MAX_BUFFER_MS, unknown_event},
 };
 use crate::audio::vad::{Vad, VadEvent, VadParams, ms_to_samples, samples_to_ms, take_span, trim_before};
 
