@@ -100,17 +100,17 @@ impl RouteTask {
         let limit = MAX_HOLD_MS * PER_MS;
         let idle =
             self.slots.is_empty() && self.live.as_ref().is_none_or(|l| l.open_responses == 0 && l.commits.is_empty());
-        if !idle || until <= self.cursor + limit {
+        if !idle || until <= self.slots.cursor + limit {
             return;
         }
         let to = until - limit;
         let silence = Chunk {
-            offset: self.cursor,
-            samples: Arc::from(vec![0i16; (to - self.cursor) as usize]),
+            offset: self.slots.cursor,
+            samples: Arc::from(vec![0i16; (to - self.slots.cursor) as usize]),
             born: Instant::now(),
         };
         self.release_floor(silence.offset);
-        self.cursor = to;
+        self.slots.cursor = to;
         self.deliver(&silence);
         // Silence is not interpretation: "audio out" counts speech only.
         self.stats.frames_out.fetch_sub(silence.samples.len() as u64, Relaxed);

@@ -77,7 +77,7 @@ impl RouteTask {
     pub(super) fn drained(&self) -> bool {
         let live_done =
             self.live.as_ref().is_none_or(|l| self.final_ack && l.open_responses == 0 && l.commits.is_empty());
-        live_done && self.old.is_empty() && self.slots.iter().all(|s| s.done)
+        live_done && self.old.is_empty() && self.slots.all_done()
     }
 
     pub(super) fn on_tick(&mut self) {
@@ -99,9 +99,7 @@ impl RouteTask {
             // Nothing more will be asked of this session: close it.
             let mut l = self.live.take().expect("live");
             l.send(Input::Close);
-            for s in self.slots.iter_mut().filter(|s| s.generation == l.generation) {
-                s.done = true;
-            }
+            self.slots.finish_generation(l.generation);
             self.old.clear();
             self.final_ack = true;
             self.advance();
@@ -170,18 +168,14 @@ impl RouteTask {
             let mut l = self.old.remove(i).expect("present");
             l.send(Input::Close);
         }
-        for s in self.slots.iter_mut().filter(|s| s.generation == generation) {
-            s.done = true;
-        }
+        self.slots.finish_generation(generation);
         self.advance();
     }
 
     /// The live session closed: reconnect (dropped), reopen (expired) or fail (fatal).
     pub(super) async fn on_closed(&mut self, reason: CloseReason) -> Result<(), String> {
         let Some(old) = self.live.take() else { return Ok(()) };
-        for s in self.slots.iter_mut().filter(|s| s.generation == old.generation) {
-            s.done = true;
-        }
+        self.slots.finish_generation(old.generation);
         self.advance();
         if self.input_ended && self.pending_unanswered() == 0 {
             self.final_ack = true;

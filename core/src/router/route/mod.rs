@@ -58,7 +58,7 @@ mod output;
 mod replay;
 mod slots;
 
-use self::{context::Turn, lifecycle::SpecMaker, replay::Live, slots::Slot};
+use self::{context::Turn, lifecycle::SpecMaker, replay::Live, slots::SlotQueue};
 pub use lifecycle::default_instructions;
 
 /// Frames per ms of internal audio.
@@ -124,9 +124,8 @@ struct RouteTask {
     /// Builds session specs (instructions from the prompt provider).
     maker: SpecMaker,
     generation: u64,
-    slots: VecDeque<Slot>,
-    /// Route output clock: end of what has been played.
-    cursor: u64,
+    /// The responses in output order, and the route's output clock (`slots.cursor`).
+    slots: SlotQueue,
     utterances: u64,
     source_utterances: u64,
     turns: VecDeque<Turn>,
@@ -204,8 +203,7 @@ impl RouteTask {
             parked: None,
             maker,
             generation: 0,
-            slots: VecDeque::new(),
-            cursor: 0,
+            slots: SlotQueue::default(),
             utterances: 0,
             source_utterances: 0,
             turns: VecDeque::new(),
@@ -254,7 +252,7 @@ impl RouteTask {
             tokio::select! {
                 msg = rx.recv(), if !self.input_ended && room => match msg {
                     Some(RouteIn::Audio(c)) => {
-                        self.stats.lag_ms.store(self.received.saturating_sub(self.cursor) / PER_MS, Relaxed);
+                        self.stats.lag_ms.store(self.received.saturating_sub(self.slots.cursor) / PER_MS, Relaxed);
                         self.on_input(c)
                     }
                     Some(RouteIn::End) | None => self.end_input(),

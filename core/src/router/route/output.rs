@@ -96,18 +96,10 @@ impl RouteTask {
                 live.open_responses += 1;
                 live.commits.pop_front();
                 live.send(Input::Cancel);
-                self.slots.push_back(Slot {
-                    generation,
-                    response_id,
-                    anchor: self.cursor,
-                    start: None,
-                    played: 0,
-                    audio: vec![],
-                    text: vec![],
+                self.slots.push(Slot {
                     done: true,
-                    utterance: 0,
-                    speech_end: None,
                     first_audio: true,
+                    ..Slot::new(generation, response_id, self.slots.cursor, 0, None)
                 });
             }
             Output::ResponseStarted { response_id } => {
@@ -132,36 +124,24 @@ impl RouteTask {
                     generation,
                     items: vec![user_item].into_iter().filter(|s| !s.is_empty()).collect(),
                 });
-                self.slots.push_back(Slot {
-                    generation,
-                    response_id,
-                    anchor: start_at,
-                    start: None,
-                    played: 0,
-                    audio: vec![],
-                    text: vec![],
-                    done: false,
-                    utterance: self.utterances,
-                    speech_end,
-                    first_audio: false,
-                });
+                self.slots.push(Slot::new(generation, response_id, start_at, self.utterances, speech_end));
                 self.advance();
             }
             Output::Audio { response_id, samples, .. } => {
-                if let Some(i) = self.slot(generation, &response_id) {
-                    self.slots[i].audio.push(samples);
+                if let Some(slot) = self.slots.find_mut(generation, &response_id) {
+                    slot.audio.push(samples);
                     self.advance();
                 }
             }
             Output::TranscriptDelta { response_id, delta, .. } => {
-                if let Some(i) = self.slot(generation, &response_id) {
-                    self.slots[i].text.push((false, delta));
+                if let Some(slot) = self.slots.find_mut(generation, &response_id) {
+                    slot.text.push((false, delta));
                     self.advance();
                 }
             }
             Output::Transcript { response_id, text, .. } => {
-                if let Some(i) = self.slot(generation, &response_id) {
-                    self.slots[i].text.push((true, text));
+                if let Some(slot) = self.slots.find_mut(generation, &response_id) {
+                    slot.text.push((true, text));
                     self.advance();
                 }
             }
@@ -174,8 +154,8 @@ impl RouteTask {
                 if let Some(t) = self.turns.iter_mut().rev().find(|t| t.generation == generation) {
                     t.items.extend(output_item_ids);
                 }
-                if let Some(i) = self.slot(generation, &response_id) {
-                    self.slots[i].done = true;
+                if let Some(slot) = self.slots.find_mut(generation, &response_id) {
+                    slot.done = true;
                 }
                 self.stats.responses.fetch_add(1, Relaxed);
                 self.advance();
