@@ -1,4 +1,10 @@
 //! Flat context: turns older than `keep_turns` are deleted from the session's conversation.
+//!
+//! The deletions are sent when a response *starts* (the turn it opens counts as one of the
+//! kept), not when it ends: a session holding the next commit already starts the next response
+//! the moment this one is done, so deletions sent at the end would race it and it would now
+//! and then re-read one turn too many. Sent at the start, they reach the server while the
+//! response plays. At the end the turn's output items are added, and the check runs again.
 
 use std::sync::atomic::Ordering::Relaxed;
 

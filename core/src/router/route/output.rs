@@ -126,6 +126,9 @@ impl RouteTask {
                 });
                 self.slots.push(Slot::new(generation, response_id, start_at, self.utterances, speech_end));
                 self.advance();
+                // The new turn is under way: what falls out of `keep_turns` now is deleted while
+                // this response plays, so the server has it before it can start the next one.
+                self.delete_old_turns(generation);
             }
             Output::Audio { response_id, samples, .. } => {
                 if let Some(slot) = self.slots.find_mut(generation, &response_id) {
