@@ -10,9 +10,14 @@
 //! In lossless delivery a writer waits for room, up to the stall timeout; a sink that does not
 //! make room in time is marked **stalled** and from then on drops like a live one, until its
 //! queue has drained (then it is waited for again).
+//!
+//! Every loss is counted **per route**: audio dropped from a full lane, what was queued when
+//! the lane closed (the sink failed or was abandoned), everything pushed to it after that, and
+//! blocks the sink failed to write ([`SinkLane::lost`]). The run's summary and JSON status
+//! report them under each route, and any of them makes the exit status non-zero.
 
 use std::{
-    collections::VecDeque,
+    collections::{BTreeMap, VecDeque},
     sync::{Condvar, Mutex},
     time::{Duration, Instant},
 };
@@ -74,6 +79,24 @@ pub enum SinkItem {
     },
 }
 
+/// What one route lost in one sink lane.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RouteDrops {
+    /// The route's own audio (24 kHz frames) that never reached the sink.
+    pub frames: u64,
+    /// Floor audio (the original under a translation) that never reached the sink.
+    pub floor_frames: u64,
+    /// Text events that never reached the sink.
+    pub texts: u64,
+}
+
+impl RouteDrops {
+    /// True when nothing was lost.
+    pub fn is_empty(&self) -> bool {
+        *self == RouteDrops::default()
+    }
+}
+
 #[derive(Default)]
 struct State {
     queue: VecDeque<SinkItem>,
@@ -81,6 +104,8 @@ struct State {
     text_items: usize,
     dropped_frames: u64,
     dropped_text: u64,
+    /// Per route index: what it lost here.
+    by_route: BTreeMap<usize, RouteDrops>,
     /// The reader is gone (sink stopped or failed): pushes are discarded.
     closed: bool,
     stalled: bool,
@@ -105,6 +130,31 @@ pub struct LaneCounts {
     pub queued_frames: usize,
     /// Times the sink was declared stalled (lossless delivery).
     pub stalls: u64,
+    /// The lane is closed (its sink failed or was abandoned).
+    pub closed: bool,
+}
+
+impl State {
+    /// Counts `item` as lost.
+    fn drop_item(&mut self, item: &SinkItem) {
+        match item {
+            SinkItem::Audio { route, chunk, floor, .. } => {
+                let n = chunk.samples.len() as u64;
+                self.dropped_frames += n;
+                let d = self.by_route.entry(*route).or_default();
+                if *floor {
+                    d.floor_frames += n;
+                } else {
+                    d.frames += n;
+                }
+            }
+            SinkItem::Text { route, .. } => {
+                self.dropped_text += 1;
+                self.by_route.entry(*route).or_default().texts += 1;
+            }
+            SinkItem::End { .. } => {}
+        }
+    }
 }
 
 impl SinkLane {
@@ -123,6 +173,7 @@ impl SinkLane {
     pub fn push(&self, item: SinkItem, wait: Option<Duration>) {
         let mut st = self.lock();
         if st.closed {
+            st.drop_item(&item);
             return;
         }
         match &item {
@@ -144,6 +195,7 @@ impl SinkLane {
                         st = self.changed.wait_timeout(st, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
                     }
                     if st.closed {
+                        st.drop_item(&item);
                         return;
                     }
                 }
@@ -164,10 +216,10 @@ impl SinkLane {
             let mut i = 0;
             while st.audio_frames > self.capacity_frames && i + 1 < st.queue.len() {
                 if let SinkItem::Audio { chunk, .. } = &st.queue[i] {
-                    let n = chunk.samples.len();
-                    st.audio_frames -= n;
-                    st.dropped_frames += n as u64;
-                    st.queue.remove(i);
+                    st.audio_frames -= chunk.samples.len();
+                    if let Some(item) = st.queue.remove(i) {
+                        st.drop_item(&item);
+                    }
                 } else {
                     i += 1;
                 }
@@ -176,9 +228,10 @@ impl SinkLane {
         if st.text_items > MAX_TEXT
             && let Some(i) = st.queue.iter().position(|x| matches!(x, SinkItem::Text { .. }))
         {
-            st.queue.remove(i);
             st.text_items -= 1;
-            st.dropped_text += 1;
+            if let Some(item) = st.queue.remove(i) {
+                st.drop_item(&item);
+            }
         }
     }
 
@@ -211,24 +264,22 @@ impl SinkLane {
     pub fn close(&self) {
         let mut st = self.lock();
         st.closed = true;
-        let dropped: usize = st
-            .queue
-            .iter()
-            .map(|i| match i {
-                SinkItem::Audio { chunk, .. } => chunk.samples.len(),
-                _ => 0,
-            })
-            .sum();
-        st.dropped_frames += dropped as u64;
-        st.queue.clear();
+        for item in std::mem::take(&mut st.queue) {
+            st.drop_item(&item);
+        }
         st.audio_frames = 0;
         st.text_items = 0;
         self.changed.notify_all();
     }
 
-    /// Reopens a closed lane (a restarted sink).
-    pub fn reopen(&self) {
-        self.lock().closed = false;
+    /// Counts `item`, taken from the lane, as lost: the sink failed to write it.
+    pub fn lost(&self, item: &SinkItem) {
+        self.lock().drop_item(item);
+    }
+
+    /// What route `route` lost in this lane so far.
+    pub fn route_drops(&self, route: usize) -> RouteDrops {
+        self.lock().by_route.get(&route).copied().unwrap_or_default()
     }
 
     /// The counters.
@@ -239,6 +290,7 @@ impl SinkLane {
             dropped_text: st.dropped_text,
             queued_frames: st.audio_frames,
             stalls: st.stalls,
+            closed: st.closed,
         }
     }
 }

@@ -19,7 +19,7 @@ use super::{
     Chunk, Control, MAX_RESTARTS, RATE, RouteIn, Shared,
     lane::{self, LaneEvent, LaneReader, Policy},
     metrics::RouteState,
-    what,
+    restart_delay, what,
 };
 use crate::{
     audio::Converter,
@@ -92,8 +92,17 @@ impl SourceThread {
                     let policy = self.shared.plan.source_policy(self.idx);
                     if policy == FailurePolicy::Restart && restarts < MAX_RESTARTS {
                         restarts += 1;
-                        tracing::error!("{who} failed: {e}; restarting it ({restarts}/{MAX_RESTARTS})");
+                        let delay = restart_delay(restarts);
+                        tracing::error!(
+                            "{who} failed: {e}; restarting it in {} ms ({restarts}/{MAX_RESTARTS})",
+                            delay.as_millis()
+                        );
+                        let _ =
+                            self.shared.control.send(Control::Restarted { what: who.clone(), error: e.to_string() });
                         let _ = instance.stop();
+                        if !self.shared.sleep_unless_stopping(delay) {
+                            break;
+                        }
                         match self.shared.registry.create_source(
                             &spec.plugin,
                             &spec.config,
