@@ -331,7 +331,7 @@ pub struct SinkLoss {
 }
 
 impl SinkLoss {
-    /// One phrase: `sink "rec:es" (stopped): 3.2 s of audio not recorded, 1 failure`.
+    /// One phrase: `sink "rec:es" (stopped): 3.2 s of audio not delivered, 1 failure`.
     pub fn describe(&self) -> String {
         let mut parts = vec![];
         if self.drops.frames > 0 {
@@ -349,7 +349,10 @@ impl SinkLoss {
         if self.restarts > 0 {
             parts.push(format!("restarted {} time{}", self.restarts, plural(self.restarts)));
         }
-        format!("sink \"{}\" ({}): {}", self.sink, self.state, parts.join(", "))
+        match parts.is_empty() {
+            true => format!("sink \"{}\" ({})", self.sink, self.state),
+            false => format!("sink \"{}\" ({}): {}", self.sink, self.state, parts.join(", ")),
+        }
     }
 
     fn json(&self) -> serde_json::Value {
@@ -637,6 +640,49 @@ mod tests {
         }
         assert_eq!(r.quantile(0.5), Some(51.0));
         assert_eq!(r.quantile(0.99), Some(100.0));
+    }
+
+    #[test]
+    fn sink_losses_are_listed_per_route() {
+        use crate::router::{
+            Chunk,
+            sink_lane::{SinkItem, SinkLane},
+        };
+        let sinks: Vec<(Arc<SinkStats>, Arc<SinkLane>)> = ["rec:es", "captions:es"]
+            .iter()
+            .map(|n| (Arc::new(SinkStats::new(n)), Arc::new(SinkLane::new(100))))
+            .collect();
+        let stats = RunStats {
+            started: Instant::now(),
+            routes: vec![Arc::new(RouteStats::new("stage", "es")), Arc::new(RouteStats::new("stage", "fr"))],
+            sinks: sinks.clone(),
+            route_sinks: vec![vec![0, 1], vec![]],
+            sources: vec![],
+            budget_usd: None,
+        };
+        assert!(!stats.any_sink_loss());
+        assert_eq!(stats.json(false, None)["routes"][0]["sink_losses"], json!([]));
+        let chunk = Chunk { offset: 0, samples: Arc::from(vec![1i16; 36_000]), born: Instant::now() };
+        let item = SinkItem::Audio { route: 0, language: "es".into(), chunk, queued: Instant::now(), floor: false };
+        sinks[0].1.lost(&item);
+        sinks[0].0.failures.fetch_add(1, Relaxed);
+        sinks[0].0.restarts.fetch_add(1, Relaxed);
+        sinks[0].0.state.store(1, Relaxed);
+        let losses = stats.sink_losses(0);
+        assert_eq!(losses.len(), 1);
+        assert_eq!(
+            losses[0].describe(),
+            "sink \"rec:es\" (done): 1.5 s of audio not delivered, 1 failure, restarted 1 time"
+        );
+        assert!(stats.any_sink_loss() && stats.sink_losses(1).is_empty());
+        let j = &stats.json(true, Some(1))["routes"][0]["sink_losses"][0];
+        assert_eq!(
+            (j["sink"].as_str(), j["dropped_s"].as_f64(), j["restarts"].as_u64()),
+            (Some("rec:es"), Some(1.5), Some(1))
+        );
+        // An abandoned sink is a loss even when nothing was counted yet.
+        sinks[1].0.state.store(3, Relaxed);
+        assert_eq!(stats.sink_losses(0)[1].describe(), "sink \"captions:es\" (abandoned)");
     }
 
     #[test]

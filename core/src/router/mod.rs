@@ -760,3 +760,15 @@ fn terminal_width() -> usize {
 pub(crate) fn what(kind: PluginKind, id: &str) -> String {
     format!("{kind} \"{id}\"")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restarts_back_off() {
+        let ms: Vec<u128> = (1..=MAX_RESTARTS).map(|n| restart_delay(n).as_millis()).collect();
+        assert_eq!(ms, [250, 500, 1000, 2000, 4000]);
+        assert_eq!(restart_delay(u32::MAX), restart_delay(11));
+    }
+}

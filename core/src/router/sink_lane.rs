@@ -355,6 +355,46 @@ mod tests {
         assert!(t.elapsed() < Duration::from_secs(5));
     }
 
+    fn of(route: usize, floor: bool, offset: u64, n: usize) -> SinkItem {
+        match audio(offset, n) {
+            SinkItem::Audio { language, chunk, queued, .. } => {
+                SinkItem::Audio { route, language, chunk, queued, floor }
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn every_loss_is_counted_per_route() {
+        let lane = SinkLane::new(100);
+        lane.push(of(0, false, 0, 60), None);
+        lane.push(of(1, true, 0, 30), None);
+        lane.push(of(1, false, 0, 50), None); // over capacity: route 0's 60 frames go
+        assert_eq!(lane.route_drops(0), RouteDrops { frames: 60, ..RouteDrops::default() });
+        assert!(lane.route_drops(1).is_empty());
+        // A block the sink failed to write.
+        let item = lane.pop(Duration::ZERO).unwrap();
+        lane.lost(&item);
+        assert_eq!(lane.route_drops(1).floor_frames, 30);
+        // Closing loses what is queued, and everything pushed later, text included.
+        lane.close();
+        lane.push(of(1, false, 50, 20), None);
+        lane.push(
+            SinkItem::Text {
+                route: 0,
+                item: match text() {
+                    SinkItem::Text { item, .. } => item,
+                    _ => unreachable!(),
+                },
+            },
+            None,
+        );
+        assert_eq!(lane.route_drops(1), RouteDrops { frames: 70, floor_frames: 30, texts: 0 });
+        assert_eq!(lane.route_drops(0), RouteDrops { frames: 60, floor_frames: 0, texts: 1 });
+        let c = lane.counts();
+        assert_eq!((c.dropped_frames, c.dropped_text, c.closed), (160, 1, true));
+    }
+
     #[test]
     fn closed_lane_discards() {
         let lane = SinkLane::new(100);
@@ -362,6 +402,7 @@ mod tests {
         lane.close();
         lane.push(audio(10, 10), None);
         assert!(lane.pop(Duration::ZERO).is_none());
-        assert_eq!(lane.counts().dropped_frames, 10);
+        // What was queued and what came later: both lost, both counted.
+        assert_eq!(lane.counts().dropped_frames, 20);
     }
 }

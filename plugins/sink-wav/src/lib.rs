@@ -246,7 +246,9 @@ impl OutputSink for WavSink {
             return Err(PluginError::config(format!("path: {} is a directory", path.display())));
         }
         check_parent(&path)?;
-        if config.if_exists == IfExists::Error && path.exists() {
+        // A file this process recorded is the one a restart continues, not someone else's.
+        let ours = recorded().lock().unwrap_or_else(|p| p.into_inner()).contains_key(&path);
+        if config.if_exists == IfExists::Error && path.exists() && !ours {
             return Err(PluginError::config(exists_message(&path)));
         }
         let sample = match config.sample_format {
@@ -785,6 +787,8 @@ tolk_plugin_api::export_plugins! {
 //    files, a killed run, and every config error.
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use tolk_plugin_api::{
         ErrorKind,
         testing::{SinkHarness, check_sink, new_sink},
@@ -814,6 +818,11 @@ mod tests {
     fn block(h: &mut SinkHarness, samples: &[i16], offset: u64) {
         let format = h.format.unwrap();
         h.sink.on_audio(AudioBlock::new(format, Samples::I16(samples), offset, "es")).unwrap();
+    }
+
+    /// Forgets what this process recorded, as a new process would.
+    fn forget_recordings() {
+        recorded().lock().unwrap().clear();
     }
 
     fn error(config: &str) -> String {
@@ -1002,6 +1011,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("es.wav");
         for (i, name) in ["es.wav", "es-1.wav", "es-2.wav"].iter().enumerate() {
+            // Each start stands for a new run (process): not a restart, which would continue.
+            forget_recordings();
             let mut h = started(&path, "if_exists = 'number'");
             block(&mut h, &[i as i16], 0);
             h.stop().unwrap();
@@ -1041,6 +1052,50 @@ mod tests {
         let (_, got) = read_i16(&path);
         assert_eq!(got.len(), 15 * 480);
         assert_eq!(got[got.len() - 1], 14);
+    }
+
+    #[test]
+    fn a_restart_continues_the_file_aligned_and_cuts_what_its_header_does_not_cover() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("es.wav");
+        let mut h = started(&path, "flush_ms = 10");
+        block(&mut h, &[1; 480], 0);
+        block(&mut h, &[2; 480], 480);
+        h.stop().unwrap();
+        // A failure left bytes after the data the header covers (half a write).
+        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(&[9, 9, 9]).unwrap();
+        // The restarted instance (same path, same process) continues: frames 960..1440 were
+        // lost meanwhile and become silence, so frame N of the file is still frame N.
+        let mut h = started(&path, "flush_ms = 10");
+        block(&mut h, &[3; 480], 1_440);
+        h.stop().unwrap();
+        let (_, got) = read_i16(&path);
+        assert_eq!(got, [vec![1; 480], vec![2; 480], vec![0; 480], vec![3; 480]].concat());
+        assert!(!dir.path().join("es-1.wav").exists());
+        // Even where an existing file is an error: it is this process's own recording.
+        let mut h = started(&path, "if_exists = 'error'");
+        block(&mut h, &[4; 10], 1_920);
+        h.stop().unwrap();
+        assert_eq!(read_i16(&path).1.len(), 1_930);
+    }
+
+    #[test]
+    fn a_restart_that_cannot_continue_writes_the_next_part_and_keeps_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("es.wav");
+        let mut h = started(&path, "");
+        block(&mut h, &[1; 100], 0);
+        h.stop().unwrap();
+        // The file is not one this sink can continue (another format).
+        let stereo = new_sink::<WavSink>(&config(&path, "channels = 2")).unwrap();
+        let mut h = SinkHarness::start(stereo).unwrap();
+        let format = h.format.unwrap();
+        h.sink.on_audio(AudioBlock::new(format, Samples::I16(&[5; 20]), 5_000, "es")).unwrap();
+        h.stop().unwrap();
+        assert_eq!(read_i16(&path).1, vec![1; 100]);
+        // The part starts where the stream was: no silence for what is in the first file.
+        let (spec, got) = read_i16(&dir.path().join("es-1.wav"));
+        assert_eq!((spec.channels, got), (2, vec![5; 20]));
     }
 
     #[test]
