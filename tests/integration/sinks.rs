@@ -81,8 +81,16 @@ fn a_full_disk_stops_only_that_sink_and_keeps_what_it_recorded() {
     let Some(_disk) = Tmpfs::mount(&dir.path().join("small"), "200k") else { return };
     let input = signal(24_000 * 20, 11, 6_000);
     let config = two_recorders(dir.path(), &input, "stop-route");
-    let r = run_tolk(&config, &["--json-status", "status.json"], Duration::from_secs(60));
+    let r =
+        run_tolk(&config, &["--json-status", "status.json", "--prometheus", "metrics.prom"], Duration::from_secs(60));
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let prom = std::fs::read_to_string(dir.path().join("metrics.prom")).unwrap();
+    assert!(
+        prom.contains(
+            "tolk_route_sink_lost_seconds{route=\"stage→floor\",source=\"stage\",language=\"floor\",sink=\"small\"} "
+        ),
+        "{prom}"
+    );
     // The other sink of the route got everything.
     let (_, good) = read_wav_i16(&dir.path().join("out/good.wav"));
     assert!(good == input, "the good sink got {} of {} samples", good.len(), input.len());

@@ -454,6 +454,8 @@ impl RunStats {
                     "stalls": c.stalls,
                     "failures": s.failures.load(Relaxed),
                     "restarts": s.restarts.load(Relaxed),
+                    // How long the current call into the plugin has been running (a hung sink).
+                    "busy_s": s.busy_for().map(|d| d.as_secs_f64()),
                 })
             }).collect::<Vec<_>>(),
         })
@@ -569,6 +571,24 @@ impl RunStats {
             "Sink errors and panics.",
             "counter",
             sink_rows(&|s, _| s.failures.load(Relaxed) as f64),
+        );
+        metric(
+            "tolk_sink_restarts_total",
+            "Sink restarts by the failure policy.",
+            "counter",
+            sink_rows(&|s, _| s.restarts.load(Relaxed) as f64),
+        );
+        let mut lost = vec![];
+        for (i, r) in self.routes.iter().enumerate() {
+            for l in self.sink_losses(i) {
+                lost.push((format!("{},sink=\"{}\"", rl(r), l.sink), l.drops.frames as f64 / RATE));
+            }
+        }
+        metric(
+            "tolk_route_sink_lost_seconds",
+            "The route's audio a sink never got (dropped from its lane, or the sink failed or hung).",
+            "counter",
+            lost,
         );
         metric("tolk_run_cost_usd", "Cost of the run so far.", "counter", vec![(String::new(), self.cost_usd())]);
         o

@@ -122,12 +122,14 @@ impl SinkThread {
                 }
             }
         }
-        let stopped = self.busy(|_| {
-            let _ = instance.flush();
-            instance.stop()
-        });
-        if let Err(e) = stopped {
-            tracing::warn!("{}: stop: {e}", what(PluginKind::Sink, &self.shared.plan.sinks[self.idx].id));
+        // A last write that fails (a full disk at the end) is a failure like any other.
+        let flushed = self.busy(|_| instance.flush());
+        let stopped = self.busy(|_| instance.stop());
+        for (call, r) in [("flush", flushed), ("stop", stopped)] {
+            if let Err(e) = r {
+                self.shared.sink_stats[self.idx].failures.fetch_add(1, Relaxed);
+                tracing::error!("{}: {call}: {e}", what(PluginKind::Sink, &self.shared.plan.sinks[self.idx].id));
+            }
         }
         true
     }
