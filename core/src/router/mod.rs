@@ -669,7 +669,7 @@ fn watch_sinks(stats: &RunStats, watch: &mut [SinkWatch]) {
             w.hung = false;
             tracing::info!("sink \"{}\" is writing again", s.name);
         }
-        if c.closed || !w.warned.is_none_or(|t| t.elapsed() >= STALL_WARN_EVERY) {
+        if c.closed || w.warned.is_some_and(|t| t.elapsed() < STALL_WARN_EVERY) {
             continue;
         }
         let secs = |f: u64| f as f64 / f64::from(RATE);
