@@ -135,12 +135,22 @@ pub struct LaneCounts {
 }
 
 impl State {
-    /// Counts `item` as lost.
+    /// Counts `item` as dropped by the lane (full or closed): in the lane's totals and its
+    /// route's.
     fn drop_item(&mut self, item: &SinkItem) {
+        match item {
+            SinkItem::Audio { chunk, .. } => self.dropped_frames += chunk.samples.len() as u64,
+            SinkItem::Text { .. } => self.dropped_text += 1,
+            SinkItem::End { .. } => {}
+        }
+        self.route_lost(item);
+    }
+
+    /// Counts `item` as lost to its route.
+    fn route_lost(&mut self, item: &SinkItem) {
         match item {
             SinkItem::Audio { route, chunk, floor, .. } => {
                 let n = chunk.samples.len() as u64;
-                self.dropped_frames += n;
                 let d = self.by_route.entry(*route).or_default();
                 if *floor {
                     d.floor_frames += n;
@@ -148,10 +158,7 @@ impl State {
                     d.frames += n;
                 }
             }
-            SinkItem::Text { route, .. } => {
-                self.dropped_text += 1;
-                self.by_route.entry(*route).or_default().texts += 1;
-            }
+            SinkItem::Text { route, .. } => self.by_route.entry(*route).or_default().texts += 1,
             SinkItem::End { .. } => {}
         }
     }
@@ -272,9 +279,10 @@ impl SinkLane {
         self.changed.notify_all();
     }
 
-    /// Counts `item`, taken from the lane, as lost: the sink failed to write it.
+    /// Counts `item`, taken from the lane, as lost to its route: the sink failed to write it.
+    /// (Not a drop of the lane: its totals count what it dropped itself.)
     pub fn lost(&self, item: &SinkItem) {
-        self.lock().drop_item(item);
+        self.lock().route_lost(item);
     }
 
     /// What route `route` lost in this lane so far.
@@ -391,8 +399,9 @@ mod tests {
         );
         assert_eq!(lane.route_drops(1), RouteDrops { frames: 70, floor_frames: 30, texts: 0 });
         assert_eq!(lane.route_drops(0), RouteDrops { frames: 60, floor_frames: 0, texts: 1 });
+        // The lane's own totals: what it dropped (full, then closed), not the failed write.
         let c = lane.counts();
-        assert_eq!((c.dropped_frames, c.dropped_text, c.closed), (160, 1, true));
+        assert_eq!((c.dropped_frames, c.dropped_text, c.closed), (130, 1, true));
     }
 
     #[test]
