@@ -152,6 +152,9 @@ impl SinkThread {
                 PluginError::unsupported(format!("declares an audio format tolk cannot convert to ({f}): {e}"))
             })?;
         }
+        if format.is_none() {
+            self.shared.sink_lanes[self.idx].set_text_only();
+        }
         self.format = format;
         self.streams.clear();
         instance.start()

@@ -108,6 +108,8 @@ struct State {
     by_route: BTreeMap<usize, RouteDrops>,
     /// The reader is gone (sink stopped or failed): pushes are discarded.
     closed: bool,
+    /// The sink takes no audio (a text-only sink): audio is not queued, and not a loss.
+    text_only: bool,
     stalled: bool,
     stalls: u64,
 }
@@ -179,6 +181,9 @@ impl SinkLane {
     /// `wait`.
     pub fn push(&self, item: SinkItem, wait: Option<Duration>) {
         let mut st = self.lock();
+        if st.text_only && matches!(item, SinkItem::Audio { .. }) {
+            return;
+        }
         if st.closed {
             st.drop_item(&item);
             return;
@@ -276,6 +281,16 @@ impl SinkLane {
         }
         st.audio_frames = 0;
         st.text_items = 0;
+        self.changed.notify_all();
+    }
+
+    /// Marks the sink text-only (it declared no audio format): audio queued or pushed from now
+    /// on is discarded, as nothing it wants.
+    pub fn set_text_only(&self) {
+        let mut st = self.lock();
+        st.text_only = true;
+        st.queue.retain(|i| !matches!(i, SinkItem::Audio { .. }));
+        st.audio_frames = 0;
         self.changed.notify_all();
     }
 
@@ -402,6 +417,19 @@ mod tests {
         // The lane's own totals: what it dropped (full, then closed), not the failed write.
         let c = lane.counts();
         assert_eq!((c.dropped_frames, c.dropped_text, c.closed), (130, 1, true));
+    }
+
+    #[test]
+    fn a_text_only_lane_takes_no_audio_and_loses_none() {
+        let lane = SinkLane::new(100);
+        lane.push(audio(0, 60), None);
+        lane.set_text_only();
+        lane.push(audio(60, 600), None);
+        lane.push(text(), None);
+        assert!(matches!(lane.pop(Duration::ZERO), Some(SinkItem::Text { .. })));
+        assert!(lane.pop(Duration::ZERO).is_none());
+        assert_eq!(lane.counts().dropped_frames, 0);
+        assert!(lane.route_drops(0).is_empty());
     }
 
     #[test]
