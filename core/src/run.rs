@@ -3,8 +3,10 @@
 //! router until the sources end or Ctrl-C, and print the summary.
 //!
 //! Exit status: 0 when everything ran to the end; 1 when a plugin failed (whatever its
-//! policy did), a route could not run, a sink had to be abandoned, or the budget ran out; 2 for
-//! configuration and plugin-load errors (nothing started).
+//! policy did, a successful restart included), a route could not run, a sink lost anything
+//! (dropped or undelivered audio or text, failed writes; listed per route in the summary), a
+//! sink had to be abandoned, or the budget ran out; 2 for configuration and plugin-load errors
+//! (nothing started).
 
 use std::{
     io::IsTerminal,
@@ -197,7 +199,7 @@ pub fn print_summary(config: &Config, outcome: &Outcome) {
         stats.cost_usd(),
         config.run.budget_usd.map(|b| format!(" of ${b:.2} budget")).unwrap_or_default(),
     );
-    for r in &stats.routes {
+    for (i, r) in stats.routes.iter().enumerate() {
         let mut line = format!(
             "  {:<14} {:<11} in {:>7.1} s  out {:>7.1} s",
             r.name,
@@ -226,21 +228,15 @@ pub fn print_summary(config: &Config, outcome: &Outcome) {
             line += &format!("  system p50 {p50:.2} ms p99 {p99:.2} ms");
         }
         println!("{line}");
+        // What this route lost at its sinks (nothing is lost silently).
+        for loss in stats.sink_losses(i) {
+            println!("    lost at {}", loss.describe());
+        }
     }
     for (s, lane) in &stats.sinks {
-        let c = lane.counts();
-        if c.dropped_frames > 0 || c.stalls > 0 || s.failures.load(Relaxed) > 0 {
-            println!(
-                "  sink {}: dropped {:.1} s of audio, {} stall{}, {} failure{}, {} restart{}",
-                s.name,
-                secs(c.dropped_frames),
-                c.stalls,
-                if c.stalls == 1 { "" } else { "s" },
-                s.failures.load(Relaxed),
-                if s.failures.load(Relaxed) == 1 { "" } else { "s" },
-                s.restarts.load(Relaxed),
-                if s.restarts.load(Relaxed) == 1 { "" } else { "s" },
-            );
+        let stalls = lane.counts().stalls;
+        if stalls > 0 {
+            println!("  sink {}: stalled {stalls} time{}", s.name, if stalls == 1 { "" } else { "s" });
         }
     }
     for p in &outcome.problems {

@@ -15,6 +15,11 @@ use crate::{AudioBlock, AudioFormat, Host, PluginError, TextEvent, device::Devic
 ///
 /// `new` → `format` → `start` → (`on_audio` | `on_text`)* → `flush`* → `stop` → drop.
 /// Panics are caught and reported as `panicked`; the instance is not called again.
+///
+/// Under `on_plugin_failure = "restart"` a failed instance is stopped (unless it panicked) and
+/// dropped, and a new one is created from the same config and started. A sink that writes
+/// files should then **continue** what the failed one wrote (or start a numbered next part),
+/// never truncate it: `tolk.wav` is the example.
 pub trait OutputSink: Sized + Send + 'static {
     /// Stable reverse-DNS id, lower case. `tolk.` is reserved for built-ins.
     const ID: &'static str;
@@ -43,7 +48,9 @@ pub trait OutputSink: Sized + Send + 'static {
     fn new(config: Self::Config, host: &Host) -> Result<Self, PluginError>;
 
     /// The audio format this sink wants, or `None` for a text-only sink (which then receives
-    /// no `on_audio` calls). The host converts to it (rate, channels, sample encoding).
+    /// no `on_audio` calls). The host converts to it (rate, channels, sample encoding). A
+    /// format that fails [`AudioFormat::validate`] is refused: `tolk check` and `tolk run` stop
+    /// with one line naming the plugin, and the sink is never given audio.
     ///
     /// `[control]` must not block.
     fn format(&self) -> Option<AudioFormat> {

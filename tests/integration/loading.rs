@@ -26,7 +26,7 @@ fn builtins_are_listed_with_kind_version_and_library() {
         ("tolk.interpreter", "prompt", "tolk_prompt_interpreter"),
     ] {
         let path = bin_dir().join(lib_file(lib));
-        let line = r.stdout.lines().find(|l| l.starts_with(&format!("{id} ")) && l.contains(kind));
+        let line = r.stdout.lines().find(|l| l.starts_with(&format!("{id} ")) && l.contains(&format!(" {kind} ")));
         let line = line.unwrap_or_else(|| panic!("{id} ({kind}) not listed:\n{}", r.stdout));
         assert!(line.contains("0.1.0"), "{line}");
         assert!(line.ends_with(&path.display().to_string()), "{line}");

@@ -14,3 +14,4 @@ mod room;
 mod roundtrip;
 mod run;
 mod serve;
+mod sinks;

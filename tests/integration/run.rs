@@ -21,7 +21,7 @@ use tolk_tests::{fixtures, read_wav_i16, run_tolk, runs, signal, status, tolk, w
 
 /// `count` utterances of `speech_ms` (distinct signals) separated by `pause_ms` of silence,
 /// after 300 ms of silence; returns (all samples, the utterances).
-fn speech(count: usize, speech_ms: usize, pause_ms: usize) -> (Vec<i16>, Vec<Vec<i16>>) {
+pub(crate) fn speech(count: usize, speech_ms: usize, pause_ms: usize) -> (Vec<i16>, Vec<Vec<i16>>) {
     let mut all = vec![0i16; 300 * 24];
     let mut utts = vec![];
     for i in 0..count {
@@ -66,7 +66,7 @@ fn utterances_in(path: &Path, lang: &str, others: &[&str], utts: &[Vec<i16>]) ->
     found
 }
 
-fn floor_config(dir: &Path, input: &Path, extra: &str, sinks: &str, route_sinks: &[&str]) -> PathBuf {
+pub(crate) fn floor_config(dir: &Path, input: &Path, extra: &str, sinks: &str, route_sinks: &[&str]) -> PathBuf {
     let list = route_sinks.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
     write(
         dir,
@@ -78,7 +78,7 @@ fn floor_config(dir: &Path, input: &Path, extra: &str, sinks: &str, route_sinks:
     )
 }
 
-fn wav_sink(id: &str, path: &str, extra: &str) -> String {
+pub(crate) fn wav_sink(id: &str, path: &str, extra: &str) -> String {
     format!("\n[[sink]]\nid = \"{id}\"\nplugin = \"tolk.wav\"\n[sink.config]\npath = \"{path}\"\n{extra}\n")
 }
 
@@ -183,6 +183,12 @@ fn a_panicking_sink_is_restarted_then_given_up() {
     assert_eq!(bad["restarts"], 5, "{bad}\n{}", r.stderr);
     assert_eq!(bad["failures"], 6, "{bad}");
     assert_eq!(r.code, 1);
+    // The restarts back off (250 ms, doubled each time), and the summary counts them.
+    for (n, ms) in [(1, 250), (2, 500), (5, 4000)] {
+        assert!(r.stderr.contains(&format!("restarting it in {ms} ms ({n}/5)")), "{}", r.stderr);
+    }
+    assert!(r.stderr.contains("sink \"bad\" failed and was restarted 5 times (latest failure: "), "{}", r.stderr);
+    assert!(r.stdout.contains("    lost at sink \"bad\" (stopped): "), "{}", r.stdout);
     let (_, good) = read_wav_i16(&dir.path().join("out/good.wav"));
     assert_eq!(good.len(), 24_000 * 4);
 }
@@ -200,7 +206,7 @@ const LANGS: [&str; 8] = ["es", "fr", "de", "it", "pt", "nl", "pl", "ru"];
 
 /// A translated config: `to` languages, one WAV sink per language, engine at `url` (or tolk's
 /// own server when `None`).
-fn translated_config(dir: &Path, to: &[&str], url: Option<&str>, realtime: bool, run: &str) -> PathBuf {
+pub(crate) fn translated_config(dir: &Path, to: &[&str], url: Option<&str>, realtime: bool, run: &str) -> PathBuf {
     let engine = match url {
         Some(u) => format!("[engine]\nprovider = \"local\"\nurl = \"{u}\"\n"),
         None => "[engine]\nprovider = \"local\"\n".into(),

@@ -780,6 +780,12 @@ pub fn check_plugins(config: &Config, registry: &Registry) -> PluginCheck {
             };
             match registry.create_sink(&s.plugin, &s.config_text(lang.as_deref()), host(&id, &s.plugin)) {
                 Ok(mut sink) => {
+                    // A format the host cannot convert to is refused here, for `check` and `run`.
+                    if let Err(e) = sink.format() {
+                        let suffix = lang.as_deref().map(|l| format!(" (for {l})")).unwrap_or_default();
+                        cx.err(s.key.clone(), format!("plugin \"{}\" {e}{suffix}", s.plugin));
+                        continue;
+                    }
                     if !s.per_language()
                         && langs.len() > 1
                         && let Ok(Some(_)) = sink.format()

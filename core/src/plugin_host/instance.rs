@@ -114,9 +114,16 @@ impl SinkInstance {
     pub(crate) fn new(inner: SinkBox, id: String) -> Self {
         SinkInstance { guard: Guard { inner, poisoned: None }, id }
     }
-    /// The audio format it wants, `None` for text-only sinks.
+    /// The audio format it wants, `None` for text-only sinks. A format outside what the host
+    /// converts to (`AudioFormat::validate`) is an error naming it, never fed unconverted audio.
     pub fn format(&mut self) -> Result<Option<AudioFormat>, PluginError> {
-        self.guard.call(|s| s.format()).map(ROption::into_option)
+        let format = self.guard.call(|s| s.format()).map(ROption::into_option)?;
+        if let Some(f) = format
+            && let Err(e) = f.validate()
+        {
+            return Err(PluginError::unsupported(format!("declares an invalid audio format: {e}")));
+        }
+        Ok(format)
     }
     /// Starts it.
     pub fn start(&mut self) -> Result<(), PluginError> {

@@ -16,7 +16,7 @@ use std::{
 
 use serde_json::json;
 
-use super::sink_lane::SinkLane;
+use super::sink_lane::{RouteDrops, SinkLane};
 
 const RATE: f64 = 24_000.0;
 
@@ -265,6 +265,10 @@ pub struct SinkStats {
     pub restarts: AtomicU64,
     /// 0 running, 1 done, 2 failed/stopped, 3 abandoned.
     pub state: AtomicU8,
+    /// Since when the sink thread has been inside a plugin call, in ms after `epoch` plus
+    /// one; 0 while it is not (a hung or slow sink shows here while it hangs).
+    busy_since: AtomicU64,
+    epoch: Instant,
 }
 
 impl SinkStats {
@@ -277,7 +281,28 @@ impl SinkStats {
             failures: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
             state: AtomicU8::new(0),
+            busy_since: AtomicU64::new(0),
+            epoch: Instant::now(),
         }
+    }
+
+    /// Marks the start (`true`) or end of a plugin call by the sink thread.
+    pub fn set_busy(&self, busy: bool) {
+        let v = if busy { self.epoch.elapsed().as_millis() as u64 + 1 } else { 0 };
+        self.busy_since.store(v, Relaxed);
+    }
+
+    /// How long the current plugin call has been running (`None`: not in a call).
+    pub fn busy_for(&self) -> Option<Duration> {
+        match self.busy_since.load(Relaxed) {
+            0 => None,
+            v => Some(self.epoch.elapsed().saturating_sub(Duration::from_millis(v - 1))),
+        }
+    }
+
+    /// True once the sink failed (and was not restarted) or was abandoned.
+    pub fn gone(&self) -> bool {
+        self.state.load(Relaxed) >= 2
     }
 
     fn state_str(&self) -> &'static str {
@@ -290,6 +315,63 @@ impl SinkStats {
     }
 }
 
+/// What one route lost at one of its sinks.
+#[derive(Debug, Clone)]
+pub struct SinkLoss {
+    /// The sink instance.
+    pub sink: String,
+    /// `running`, `done`, `stopped` (failed) or `abandoned`.
+    pub state: &'static str,
+    /// What the route's items lost in the sink's lane.
+    pub drops: RouteDrops,
+    /// Errors and panics of the sink (each may have lost buffered data).
+    pub failures: u64,
+    /// Restarts of the sink.
+    pub restarts: u64,
+}
+
+impl SinkLoss {
+    /// One phrase: `sink "rec:es" (stopped): 3.2 s of audio not delivered, 1 failure`.
+    pub fn describe(&self) -> String {
+        let mut parts = vec![];
+        if self.drops.frames > 0 {
+            parts.push(format!("{:.1} s of audio not delivered", self.drops.frames as f64 / RATE));
+        }
+        if self.drops.floor_frames > 0 {
+            parts.push(format!("{:.1} s of floor not delivered", self.drops.floor_frames as f64 / RATE));
+        }
+        if self.drops.texts > 0 {
+            parts.push(format!("{} text event{} not delivered", self.drops.texts, plural(self.drops.texts)));
+        }
+        if self.failures > 0 {
+            parts.push(format!("{} failure{}", self.failures, plural(self.failures)));
+        }
+        if self.restarts > 0 {
+            parts.push(format!("restarted {} time{}", self.restarts, plural(self.restarts)));
+        }
+        match parts.is_empty() {
+            true => format!("sink \"{}\" ({})", self.sink, self.state),
+            false => format!("sink \"{}\" ({}): {}", self.sink, self.state, parts.join(", ")),
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "sink": self.sink,
+            "state": self.state,
+            "dropped_s": self.drops.frames as f64 / RATE,
+            "dropped_floor_s": self.drops.floor_frames as f64 / RATE,
+            "dropped_text": self.drops.texts,
+            "failures": self.failures,
+            "restarts": self.restarts,
+        })
+    }
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
 /// Everything a run counts.
 pub struct RunStats {
     /// When the run started.
@@ -298,6 +380,8 @@ pub struct RunStats {
     pub routes: Vec<Arc<RouteStats>>,
     /// Per sink instance, with its lane (for drop counts).
     pub sinks: Vec<(Arc<SinkStats>, Arc<SinkLane>)>,
+    /// Per route: the indices (in `sinks`) of the sinks it feeds.
+    pub route_sinks: Vec<Vec<usize>>,
     /// Per source: (id, frames read at 24 kHz).
     pub sources: Vec<(String, Arc<AtomicU64>)>,
     /// The budget, if any.
@@ -315,6 +399,32 @@ impl RunStats {
         self.sinks.iter().map(|(_, l)| l.counts().dropped_frames).sum()
     }
 
+    /// What route `r` lost at its sinks: one entry per sink that lost anything (dropped or
+    /// undelivered audio or text, failures, restarts, abandonment). Empty when nothing was.
+    pub fn sink_losses(&self, r: usize) -> Vec<SinkLoss> {
+        let Some(sinks) = self.route_sinks.get(r) else { return vec![] };
+        sinks
+            .iter()
+            .filter_map(|&i| {
+                let (s, lane) = self.sinks.get(i)?;
+                let loss = SinkLoss {
+                    sink: s.name.clone(),
+                    state: s.state_str(),
+                    drops: lane.route_drops(r),
+                    failures: s.failures.load(Relaxed),
+                    restarts: s.restarts.load(Relaxed),
+                };
+                let lost = !loss.drops.is_empty() || loss.failures > 0 || loss.restarts > 0 || s.gone();
+                lost.then_some(loss)
+            })
+            .collect()
+    }
+
+    /// True when any route lost anything at a sink.
+    pub fn any_sink_loss(&self) -> bool {
+        (0..self.routes.len()).any(|r| !self.sink_losses(r).is_empty())
+    }
+
     /// The status as JSON (for `--json-status`).
     pub fn json(&self, final_: bool, exit: Option<u8>) -> serde_json::Value {
         json!({
@@ -326,7 +436,11 @@ impl RunStats {
             "sources": self.sources.iter().map(|(id, f)| json!({
                 "source": id, "audio_s": f.load(Relaxed) as f64 / RATE,
             })).collect::<Vec<_>>(),
-            "routes": self.routes.iter().map(|r| r.json()).collect::<Vec<_>>(),
+            "routes": self.routes.iter().enumerate().map(|(i, r)| {
+                let mut j = r.json();
+                j["sink_losses"] = self.sink_losses(i).iter().map(SinkLoss::json).collect();
+                j
+            }).collect::<Vec<_>>(),
             "sinks": self.sinks.iter().map(|(s, l)| {
                 let c = l.counts();
                 json!({
@@ -340,6 +454,8 @@ impl RunStats {
                     "stalls": c.stalls,
                     "failures": s.failures.load(Relaxed),
                     "restarts": s.restarts.load(Relaxed),
+                    // How long the current call into the plugin has been running (a hung sink).
+                    "busy_s": s.busy_for().map(|d| d.as_secs_f64()),
                 })
             }).collect::<Vec<_>>(),
         })
@@ -456,6 +572,24 @@ impl RunStats {
             "counter",
             sink_rows(&|s, _| s.failures.load(Relaxed) as f64),
         );
+        metric(
+            "tolk_sink_restarts_total",
+            "Sink restarts by the failure policy.",
+            "counter",
+            sink_rows(&|s, _| s.restarts.load(Relaxed) as f64),
+        );
+        let mut lost = vec![];
+        for (i, r) in self.routes.iter().enumerate() {
+            for l in self.sink_losses(i) {
+                lost.push((format!("{},sink=\"{}\"", rl(r), l.sink), l.drops.frames as f64 / RATE));
+            }
+        }
+        metric(
+            "tolk_route_sink_lost_seconds",
+            "The route's audio a sink never got (dropped from its lane, or the sink failed or hung).",
+            "counter",
+            lost,
+        );
         metric("tolk_run_cost_usd", "Cost of the run so far.", "counter", vec![(String::new(), self.cost_usd())]);
         o
     }
@@ -526,6 +660,49 @@ mod tests {
         }
         assert_eq!(r.quantile(0.5), Some(51.0));
         assert_eq!(r.quantile(0.99), Some(100.0));
+    }
+
+    #[test]
+    fn sink_losses_are_listed_per_route() {
+        use crate::router::{
+            Chunk,
+            sink_lane::{SinkItem, SinkLane},
+        };
+        let sinks: Vec<(Arc<SinkStats>, Arc<SinkLane>)> = ["rec:es", "captions:es"]
+            .iter()
+            .map(|n| (Arc::new(SinkStats::new(n)), Arc::new(SinkLane::new(100))))
+            .collect();
+        let stats = RunStats {
+            started: Instant::now(),
+            routes: vec![Arc::new(RouteStats::new("stage", "es")), Arc::new(RouteStats::new("stage", "fr"))],
+            sinks: sinks.clone(),
+            route_sinks: vec![vec![0, 1], vec![]],
+            sources: vec![],
+            budget_usd: None,
+        };
+        assert!(!stats.any_sink_loss());
+        assert_eq!(stats.json(false, None)["routes"][0]["sink_losses"], json!([]));
+        let chunk = Chunk { offset: 0, samples: Arc::from(vec![1i16; 36_000]), born: Instant::now() };
+        let item = SinkItem::Audio { route: 0, language: "es".into(), chunk, queued: Instant::now(), floor: false };
+        sinks[0].1.lost(&item);
+        sinks[0].0.failures.fetch_add(1, Relaxed);
+        sinks[0].0.restarts.fetch_add(1, Relaxed);
+        sinks[0].0.state.store(1, Relaxed);
+        let losses = stats.sink_losses(0);
+        assert_eq!(losses.len(), 1);
+        assert_eq!(
+            losses[0].describe(),
+            "sink \"rec:es\" (done): 1.5 s of audio not delivered, 1 failure, restarted 1 time"
+        );
+        assert!(stats.any_sink_loss() && stats.sink_losses(1).is_empty());
+        let j = &stats.json(true, Some(1))["routes"][0]["sink_losses"][0];
+        assert_eq!(
+            (j["sink"].as_str(), j["dropped_s"].as_f64(), j["restarts"].as_u64()),
+            (Some("rec:es"), Some(1.5), Some(1))
+        );
+        // An abandoned sink is a loss even when nothing was counted yet.
+        sinks[1].0.state.store(3, Relaxed);
+        assert_eq!(stats.sink_losses(0)[1].describe(), "sink \"captions:es\" (abandoned)");
     }
 
     #[test]

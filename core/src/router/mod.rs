@@ -67,6 +67,20 @@ pub const RATE: u32 = 24_000;
 /// How many times an instance is restarted under `restart` before its routes are stopped.
 pub const MAX_RESTARTS: u32 = 5;
 
+/// How long before restart number `n` (1-based) of a failed instance: 250 ms, doubled per
+/// restart (250 ms, 0.5, 1, 2, 4 s), so a fault that persists (a full disk) is not hammered
+/// and the five restarts span seconds rather than a tenth of one.
+pub fn restart_delay(n: u32) -> Duration {
+    Duration::from_millis(250) * 2u32.pow(n.saturating_sub(1).min(10))
+}
+
+/// A sink hung in one plugin call this long is warned about (and then every
+/// [`STALL_WARN_EVERY`] while it stays hung, or while its lane keeps dropping).
+pub const STALL_WARN_AFTER: Duration = Duration::from_secs(2);
+
+/// The most often one sink is warned about (stalled, dropping).
+pub const STALL_WARN_EVERY: Duration = Duration::from_secs(10);
+
 /// One block of internal audio (24 kHz mono i16), shared by every route and sink that gets it.
 #[derive(Debug, Clone)]
 pub struct Chunk {
@@ -106,6 +120,24 @@ pub(crate) enum Control {
         policy: FailurePolicy,
         /// Routes that use the instance.
         routes: Vec<usize>,
+    },
+    /// A failed sink stopped itself (its lane is closed); its routes run on for their other
+    /// sinks.
+    SinkFailed {
+        /// The sink instance's index.
+        sink: usize,
+        /// `sink "rec:es"`.
+        what: String,
+        /// The error.
+        error: PluginError,
+    },
+    /// A failed instance is being restarted (policy `restart`): the run will exit 1 and its
+    /// summary says what was restarted how often.
+    Restarted {
+        /// `sink "rec:es"`, `source "stage"` …
+        what: String,
+        /// The failure that caused it.
+        error: String,
     },
     /// A non-plugin problem that stops a route (a session that cannot be opened).
     RouteFailed {
@@ -229,6 +261,21 @@ impl Shared {
         self.end_route(r);
     }
 
+    /// Sleeps `d`, waking early when the run is told to stop now; false in that case.
+    pub fn sleep_unless_stopping(&self, d: Duration) -> bool {
+        let end = Instant::now() + d;
+        loop {
+            if self.shutdown.level() >= Level::Now {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= end {
+                return true;
+            }
+            std::thread::sleep((end - now).min(Duration::from_millis(50)));
+        }
+    }
+
     /// Host services for instance `id` of `plugin`.
     pub fn host(&self, id: &str, plugin: &str) -> HostServices {
         HostServices { instance_id: id.into(), plugin_id: plugin.into(), config_dir: self.config.dir.clone() }
@@ -346,6 +393,7 @@ pub fn run(
         started: Instant::now(),
         routes: route_stats.clone(),
         sinks: sink_stats.iter().cloned().zip(sink_lanes.iter().cloned()).collect(),
+        route_sinks: plan.routes.iter().map(|r| r.sinks.clone()).collect(),
         sources: config.sources.iter().map(|s| s.id.clone()).zip(source_frames.iter().cloned()).collect(),
         budget_usd: settings.budget_usd,
     });
@@ -444,7 +492,11 @@ fn control_loop(
     let mut budget_exhausted = false;
     let interval = if options.interval.is_zero() { Duration::from_secs(1) } else { options.interval };
     let mut status = StatusWriter::new(options);
+    // What was restarted (in order of first restart): how often, and the latest failure.
+    let mut restarted: Vec<(String, u64, String)> = vec![];
+    let mut watch: Vec<SinkWatch> = stats.sinks.iter().map(|_| SinkWatch::default()).collect();
     loop {
+        watch_sinks(stats, &mut watch);
         if sources_left == 0 && routes_left == 0 && sinks_left == 0 {
             break;
         }
@@ -521,6 +573,49 @@ fn control_loop(
                     }
                 }
             }
+            Ok(Control::SinkFailed { sink, what, error }) => {
+                exit = 1;
+                // The routes it served run on for their other sinks; one left with none stops.
+                let mut orphaned = vec![];
+                let mut running = vec![];
+                for (r, rp) in shared.plan.routes.iter().enumerate() {
+                    // A route that already ended may still be draining into its sinks.
+                    if !rp.sinks.contains(&sink) || shared.route_stopped[r].load(Relaxed) {
+                        continue;
+                    }
+                    let name = shared.route_stats[r].name.clone();
+                    if rp.sinks.iter().all(|&s| s == sink || shared.sink_stats[s].gone()) {
+                        orphaned.push((r, name));
+                    } else {
+                        running.push(name);
+                    }
+                }
+                let mut what_next = vec![];
+                if !running.is_empty() {
+                    what_next.push(format!("route {} runs on for its other sinks", running.join(", ")));
+                }
+                if !orphaned.is_empty() {
+                    let names: Vec<&str> = orphaned.iter().map(|(_, n)| n.as_str()).collect();
+                    what_next.push(format!("stopped route {}, which has no other sink", names.join(", ")));
+                }
+                let what_next =
+                    if what_next.is_empty() { "stopped this sink".to_string() } else { what_next.join("; ") };
+                problems.push(format!("{what}: {error} ({what_next})"));
+                tracing::error!("{what} failed: {error}; {what_next}");
+                for (r, _) in orphaned {
+                    shared.stop_route(r);
+                }
+            }
+            Ok(Control::Restarted { what, error }) => {
+                exit = 1;
+                match restarted.iter_mut().find(|(w, ..)| *w == what) {
+                    Some((_, n, e)) => {
+                        *n += 1;
+                        *e = error;
+                    }
+                    None => restarted.push((what, 1, error)),
+                }
+            }
             Ok(Control::RouteFailed { route, message }) => {
                 exit = 1;
                 let name = &shared.route_stats[route].name;
@@ -534,9 +629,75 @@ fn control_loop(
     if budget_exhausted {
         exit = 1;
     }
+    for (what, n, error) in restarted {
+        problems.push(format!(
+            "{what} failed and was restarted {n} time{} (latest failure: {error})",
+            if n == 1 { "" } else { "s" }
+        ));
+    }
+    // Audio or text a sink lost (dropped, undelivered, failed writes, restarts) is a loss of
+    // the run: the summary lists it per route.
+    if stats.any_sink_loss() {
+        exit = 1;
+    }
     status.write(stats, true, Some(exit));
     status.clear_line();
     Outcome { exit, stats: Arc::clone(stats), problems, budget_exhausted }
+}
+
+/// What the control loop last said about one sink.
+#[derive(Default)]
+struct SinkWatch {
+    /// When it was last warned about.
+    warned: Option<Instant>,
+    /// Frames its lane had dropped then.
+    dropped: u64,
+    /// It was reported hung in a plugin call.
+    hung: bool,
+}
+
+/// Warns about sinks that hang in a plugin call or whose lanes drop audio, while it happens:
+/// at once, then at most every [`STALL_WARN_EVERY`] per sink.
+fn watch_sinks(stats: &RunStats, watch: &mut [SinkWatch]) {
+    for ((s, lane), w) in stats.sinks.iter().zip(watch.iter_mut()) {
+        if s.state.load(Relaxed) != 0 {
+            continue;
+        }
+        let c = lane.counts();
+        let busy = s.busy_for();
+        if w.hung && busy.is_none() {
+            w.hung = false;
+            tracing::info!("sink \"{}\" is writing again", s.name);
+        }
+        if c.closed || w.warned.is_some_and(|t| t.elapsed() < STALL_WARN_EVERY) {
+            continue;
+        }
+        let secs = |f: u64| f as f64 / f64::from(RATE);
+        let new = c.dropped_frames.saturating_sub(w.dropped);
+        match busy.filter(|b| *b >= STALL_WARN_AFTER) {
+            Some(b) => {
+                w.hung = true;
+                tracing::warn!(
+                    "sink \"{}\" is stalled: one call into the plugin has not returned for {:.1} s; its lane drops \
+                     its oldest audio ({:.1} s so far)",
+                    s.name,
+                    b.as_secs_f64(),
+                    secs(c.dropped_frames)
+                );
+            }
+            None if new > 0 => {
+                tracing::warn!(
+                    "sink \"{}\" is falling behind: its lane dropped {:.1} s of audio, oldest first ({:.1} s so far)",
+                    s.name,
+                    secs(new),
+                    secs(c.dropped_frames)
+                );
+            }
+            None => continue,
+        }
+        w.warned = Some(Instant::now());
+        w.dropped = c.dropped_frames;
+    }
 }
 
 /// The status outputs of [`RunOptions`].
@@ -598,4 +759,16 @@ fn terminal_width() -> usize {
 /// The instance kind in messages.
 pub(crate) fn what(kind: PluginKind, id: &str) -> String {
     format!("{kind} \"{id}\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restarts_back_off() {
+        let ms: Vec<u128> = (1..=MAX_RESTARTS).map(|n| restart_delay(n).as_millis()).collect();
+        assert_eq!(ms, [250, 500, 1000, 2000, 4000]);
+        assert_eq!(restart_delay(u32::MAX), restart_delay(11));
+    }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tolk_plugin_api::{PluginError, PluginKind, PromptRequest};
 
-use super::{MAX_RESTARTS, Shared, plan::combine, what};
+use super::{Control, MAX_RESTARTS, Shared, plan::combine, what};
 use crate::{config::FailurePolicy, plugin_host::PromptInstance};
 
 /// A request for one session's instructions.
@@ -53,6 +53,9 @@ pub(crate) fn spawn(
                 {
                     restarts += 1;
                     tracing::error!("{} failed: {e}; restarting it", what(PluginKind::Prompt, &spec.id));
+                    let _ = shared
+                        .control
+                        .send(Control::Restarted { what: what(PluginKind::Prompt, &spec.id), error: e.to_string() });
                     match shared.registry.create_prompt(
                         &spec.plugin,
                         &spec.config_text(None),

@@ -1,8 +1,15 @@
 //! The thread that owns a sink instance (`tolk-sink-<id>`): pops its lane, converts audio
 //! from the internal format to the sink's own (one converter per route feeding it), and calls
-//! the plugin. A failing sink is restarted here under `restart`; `stop-route` and `exit` go to
-//! the control loop. The thread ends when every route feeding it has ended, or at once when
-//! the run stops now; either way the sink is flushed and stopped, so its files are valid.
+//! the plugin. A failing sink is restarted here under `restart` (with a growing delay, see
+//! [`restart_delay`]); otherwise it **stops itself only**: its lane is closed, and its routes
+//! run on for their other sinks (the control loop stops a route once none is left). `exit`
+//! goes to the control loop. The thread ends when every route feeding it has ended, or at once
+//! when the run stops now; either way the sink is flushed and stopped, so its files are valid.
+//!
+//! Each plugin call runs with the sink marked busy ([`SinkStats::set_busy`]), so the control
+//! loop warns about a sink that hangs while it hangs.
+//!
+//! [`SinkStats::set_busy`]: super::metrics::SinkStats::set_busy
 
 use std::{
     collections::HashMap,
@@ -13,7 +20,7 @@ use std::{
 
 use tolk_plugin_api::{AudioBlock, AudioFormat, AudioRole, PluginError, PluginKind, Samples, TextEvent};
 
-use super::{Control, MAX_RESTARTS, RATE, Shared, sink_lane::SinkItem, what};
+use super::{Control, MAX_RESTARTS, RATE, Shared, restart_delay, sink_lane::SinkItem, what};
 use crate::{audio::Converter, config::FailurePolicy, plugin_host::SinkInstance, shutdown::Level};
 
 /// How often a sink is asked to flush while audio flows.
@@ -36,6 +43,7 @@ pub(crate) fn spawn(shared: Arc<Shared>, idx: usize, instance: SinkInstance) -> 
             let done = t.run(instance);
             let stats = &t.shared.sink_stats[idx];
             stats.state.store(if done { 1 } else { 2 }, Relaxed);
+            stats.set_busy(false);
             let _ = t.shared.control.send(Control::SinkDone);
         })
         .expect("spawn a sink thread")
@@ -63,12 +71,14 @@ struct SinkThread {
 }
 
 impl SinkThread {
-    /// Returns true when the sink finished normally.
-    fn run(&mut self, mut instance: SinkInstance) -> bool {
-        if let Err(e) = self.begin(&mut instance) {
-            match self.recover(&mut instance, e) {
-                true => {}
-                false => return false,
+    /// Returns true when the sink finished (every route ended, or the run stopped now);
+    /// false when it failed and was not restarted.
+    fn run(&mut self, instance: SinkInstance) -> bool {
+        let mut instance = instance;
+        if let Err(e) = self.busy(|t| t.begin(&mut instance)) {
+            match self.recover(instance, e, None) {
+                Some(i) => instance = i,
+                None => return false,
             }
         }
         let lane = Arc::clone(&self.shared.sink_lanes[self.idx]);
@@ -76,114 +86,168 @@ impl SinkThread {
         let mut dirty = false;
         while !self.pending.is_empty() {
             if self.shared.shutdown.level() >= Level::Now {
+                // What is still queued is not delivered: counted as lost, per route.
+                lane.close();
                 break;
             }
             let Some(item) = lane.pop(Duration::from_millis(100)) else {
                 if dirty && last_flush.elapsed() >= FLUSH_EVERY {
                     dirty = false;
                     last_flush = Instant::now();
-                    if let Err(e) = instance.flush()
-                        && !self.recover(&mut instance, e)
-                    {
-                        return false;
+                    if let Err(e) = self.busy(|_| instance.flush()) {
+                        match self.recover(instance, e, None) {
+                            Some(i) => instance = i,
+                            None => return false,
+                        }
                     }
                 }
                 continue;
             };
-            let r = match self.handle(&mut instance, item) {
-                Ok(wrote) => {
-                    dirty |= wrote;
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            };
-            if let Err(e) = r
-                && !self.recover(&mut instance, e)
-            {
-                return false;
+            match self.busy(|t| t.handle(&mut instance, &item)) {
+                Ok(wrote) => dirty |= wrote,
+                Err(e) => match self.recover(instance, e, Some(&item)) {
+                    Some(i) => instance = i,
+                    None => return false,
+                },
             }
             if dirty && last_flush.elapsed() >= FLUSH_EVERY * 5 {
                 // A busy sink is flushed too (every 10 s), so a crash loses little.
                 dirty = false;
                 last_flush = Instant::now();
-                if let Err(e) = instance.flush()
-                    && !self.recover(&mut instance, e)
-                {
-                    return false;
+                if let Err(e) = self.busy(|_| instance.flush()) {
+                    match self.recover(instance, e, None) {
+                        Some(i) => instance = i,
+                        None => return false,
+                    }
                 }
             }
         }
-        let finished = self.pending.is_empty();
-        let _ = instance.flush();
-        if let Err(e) = instance.stop() {
-            tracing::warn!("{}: stop: {e}", what(PluginKind::Sink, &self.shared.plan.sinks[self.idx].id));
+        // A last write that fails (a full disk at the end) is a failure like any other.
+        let flushed = self.busy(|_| instance.flush());
+        let stopped = self.busy(|_| instance.stop());
+        for (call, r) in [("flush", flushed), ("stop", stopped)] {
+            if let Err(e) = r {
+                self.shared.sink_stats[self.idx].failures.fetch_add(1, Relaxed);
+                tracing::error!("{}: {call}: {e}", what(PluginKind::Sink, &self.shared.plan.sinks[self.idx].id));
+            }
         }
-        finished
+        true
+    }
+
+    /// Runs `f` (a plugin call) with the sink marked busy, so the control loop can warn
+    /// about a sink that hangs while it hangs.
+    fn busy<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
+        let stats = Arc::clone(&self.shared.sink_stats[self.idx]);
+        stats.set_busy(true);
+        let r = f(self);
+        stats.set_busy(false);
+        r
     }
 
     fn begin(&mut self, instance: &mut SinkInstance) -> Result<(), PluginError> {
-        self.format = instance.format()?;
+        let format = instance.format()?;
+        if let Some(f) = format {
+            // A format the host cannot convert to is refused, never fed unconverted audio.
+            Converter::new(AudioFormat::SESSION, f).map_err(|e| {
+                PluginError::unsupported(format!("declares an audio format tolk cannot convert to ({f}): {e}"))
+            })?;
+        }
+        if format.is_none() {
+            self.shared.sink_lanes[self.idx].set_text_only();
+        }
+        self.format = format;
         self.streams.clear();
         instance.start()
     }
 
-    /// Applies the failure policy to error `e`. Returns true when the sink carries on (it was
-    /// restarted), false when the thread must end.
-    fn recover(&mut self, instance: &mut SinkInstance, e: PluginError) -> bool {
+    /// Applies the failure policy to error `e` of `old` (while it handled `item`, which is
+    /// counted as lost). Returns the instance to carry on with (a restarted one), or `None`
+    /// when the sink is done for: then its lane is closed (what its routes send it from now
+    /// on is counted as lost) and the control loop is told. A failing sink stops only itself;
+    /// its routes run on for their other sinks.
+    fn recover(&mut self, old: SinkInstance, e: PluginError, item: Option<&SinkItem>) -> Option<SinkInstance> {
         let shared = Arc::clone(&self.shared);
         let plan = &shared.plan.sinks[self.idx];
         let who = what(PluginKind::Sink, &plan.id);
         let stats = &shared.sink_stats[self.idx];
+        let lane = &shared.sink_lanes[self.idx];
         stats.failures.fetch_add(1, Relaxed);
+        if let Some(item) = item {
+            lane.lost(item);
+        }
+        // The failed instance is stopped and dropped before anything else opens its files: a
+        // restarted recorder continues the file the old one closed.
+        let mut old = old;
+        if old.poisoned().is_none() {
+            let _ = self.busy(|_| old.stop());
+        }
+        drop(old);
         let mut error = e;
         if plan.policy == FailurePolicy::Restart {
             while self.restarts < MAX_RESTARTS {
                 self.restarts += 1;
                 stats.restarts.fetch_add(1, Relaxed);
-                tracing::error!("{who} failed: {error}; restarting it ({}/{MAX_RESTARTS})", self.restarts);
-                let _ = instance.stop();
-                match self.shared.registry.create_sink(
-                    &plan.plugin,
-                    &plan.config,
-                    self.shared.host(&plan.id, &plan.plugin),
-                ) {
-                    Ok(mut fresh) => match self.begin(&mut fresh) {
-                        Ok(()) => {
-                            *instance = fresh;
-                            return true;
+                let delay = restart_delay(self.restarts);
+                tracing::error!(
+                    "{who} failed: {error}; restarting it in {} ms ({}/{MAX_RESTARTS})",
+                    delay.as_millis(),
+                    self.restarts
+                );
+                let _ = shared.control.send(Control::Restarted { what: who.clone(), error: error.to_string() });
+                // Meanwhile the lane keeps the newest audio (dropping, and counting, the oldest).
+                if !shared.sleep_unless_stopping(delay) {
+                    break;
+                }
+                let attempt =
+                    shared.registry.create_sink(&plan.plugin, &plan.config, shared.host(&plan.id, &plan.plugin));
+                match attempt {
+                    Ok(mut fresh) => match self.busy(|t| t.begin(&mut fresh)) {
+                        Ok(()) => return Some(fresh),
+                        Err(e) => {
+                            stats.failures.fetch_add(1, Relaxed);
+                            error = e;
                         }
-                        Err(e) => error = e,
                     },
-                    Err(e) => error = e,
+                    Err(e) => {
+                        stats.failures.fetch_add(1, Relaxed);
+                        error = e;
+                    }
                 }
             }
         }
-        let policy = if plan.policy == FailurePolicy::Exit { FailurePolicy::Exit } else { FailurePolicy::StopRoute };
-        // A poisoned instance is not entered again; an erring one is asked to close its files.
-        if instance.poisoned().is_none() {
-            let _ = instance.stop();
-        }
-        self.shared.sink_lanes[self.idx].close();
-        let _ = self.shared.control.send(Control::Failed { what: who, error, policy, routes: self.pending.clone() });
-        false
+        lane.close();
+        let _ = shared.control.send(if plan.policy == FailurePolicy::Exit {
+            Control::Failed { what: who, error, policy: FailurePolicy::Exit, routes: self.pending.clone() }
+        } else {
+            Control::SinkFailed { sink: self.idx, what: who, error }
+        });
+        None
     }
 
     /// Delivers one item; returns whether audio or text was written.
-    fn handle(&mut self, instance: &mut SinkInstance, item: SinkItem) -> Result<bool, PluginError> {
-        match item {
-            SinkItem::Audio { route, language, chunk, queued: _, floor } => {
+    fn handle(&mut self, instance: &mut SinkInstance, item: &SinkItem) -> Result<bool, PluginError> {
+        match *item {
+            SinkItem::Audio { route, ref language, ref chunk, queued: _, floor } => {
                 let Some(format) = self.format else { return Ok(false) };
                 if !self.pending.contains(&route) {
                     return Ok(false);
                 }
-                let st = self.streams.entry((route, floor)).or_insert_with(|| Stream {
-                    converter: (format != AudioFormat::SESSION)
-                        .then(|| Converter::new(AudioFormat::SESSION, format).ok())
-                        .flatten(),
-                    expected_in: chunk.offset,
-                    out_pos: chunk.offset * u64::from(format.sample_rate) / u64::from(RATE),
-                    started: false,
-                });
+                let st =
+                    match self.streams.entry((route, floor)) {
+                        std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(v) => v.insert(Stream {
+                            // `begin` made sure the format converts.
+                            converter: match format == AudioFormat::SESSION {
+                                true => None,
+                                false => Some(Converter::new(AudioFormat::SESSION, format).map_err(|e| {
+                                    PluginError::unsupported(format!("cannot convert to {format}: {e}"))
+                                })?),
+                            },
+                            expected_in: chunk.offset,
+                            out_pos: chunk.offset * u64::from(format.sample_rate) / u64::from(RATE),
+                            started: false,
+                        }),
+                    };
                 if st.started && chunk.offset > st.expected_in {
                     st.out_pos += (chunk.offset - st.expected_in) * u64::from(format.sample_rate) / u64::from(RATE);
                 }
@@ -195,9 +259,9 @@ impl SinkThread {
                 };
                 let frames = samples.len() / usize::from(format.channels.max(1));
                 let block = if floor {
-                    AudioBlock::floor(format, samples, offset, &language)
+                    AudioBlock::floor(format, samples, offset, language)
                 } else {
-                    AudioBlock::new(format, samples, offset, &language)
+                    AudioBlock::new(format, samples, offset, language)
                 };
                 instance.on_audio(block)?;
                 if st.converter.is_some() {
@@ -211,7 +275,7 @@ impl SinkThread {
                 self.shared.sink_stats[self.idx].frames.fetch_add(chunk.samples.len() as u64, Relaxed);
                 Ok(true)
             }
-            SinkItem::Text { route, item } => {
+            SinkItem::Text { route, ref item } => {
                 if !self.pending.contains(&route) {
                     return Ok(false);
                 }

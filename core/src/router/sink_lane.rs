@@ -10,9 +10,14 @@
 //! In lossless delivery a writer waits for room, up to the stall timeout; a sink that does not
 //! make room in time is marked **stalled** and from then on drops like a live one, until its
 //! queue has drained (then it is waited for again).
+//!
+//! Every loss is counted **per route**: audio dropped from a full lane, what was queued when
+//! the lane closed (the sink failed or was abandoned), everything pushed to it after that, and
+//! blocks the sink failed to write ([`SinkLane::lost`]). The run's summary and JSON status
+//! report them under each route, and any of them makes the exit status non-zero.
 
 use std::{
-    collections::VecDeque,
+    collections::{BTreeMap, VecDeque},
     sync::{Condvar, Mutex},
     time::{Duration, Instant},
 };
@@ -74,6 +79,24 @@ pub enum SinkItem {
     },
 }
 
+/// What one route lost in one sink lane.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RouteDrops {
+    /// The route's own audio (24 kHz frames) that never reached the sink.
+    pub frames: u64,
+    /// Floor audio (the original under a translation) that never reached the sink.
+    pub floor_frames: u64,
+    /// Text events that never reached the sink.
+    pub texts: u64,
+}
+
+impl RouteDrops {
+    /// True when nothing was lost.
+    pub fn is_empty(&self) -> bool {
+        *self == RouteDrops::default()
+    }
+}
+
 #[derive(Default)]
 struct State {
     queue: VecDeque<SinkItem>,
@@ -81,8 +104,12 @@ struct State {
     text_items: usize,
     dropped_frames: u64,
     dropped_text: u64,
+    /// Per route index: what it lost here.
+    by_route: BTreeMap<usize, RouteDrops>,
     /// The reader is gone (sink stopped or failed): pushes are discarded.
     closed: bool,
+    /// The sink takes no audio (a text-only sink): audio is not queued, and not a loss.
+    text_only: bool,
     stalled: bool,
     stalls: u64,
 }
@@ -105,6 +132,38 @@ pub struct LaneCounts {
     pub queued_frames: usize,
     /// Times the sink was declared stalled (lossless delivery).
     pub stalls: u64,
+    /// The lane is closed (its sink failed or was abandoned).
+    pub closed: bool,
+}
+
+impl State {
+    /// Counts `item` as dropped by the lane (full or closed): in the lane's totals and its
+    /// route's.
+    fn drop_item(&mut self, item: &SinkItem) {
+        match item {
+            SinkItem::Audio { chunk, .. } => self.dropped_frames += chunk.samples.len() as u64,
+            SinkItem::Text { .. } => self.dropped_text += 1,
+            SinkItem::End { .. } => {}
+        }
+        self.route_lost(item);
+    }
+
+    /// Counts `item` as lost to its route.
+    fn route_lost(&mut self, item: &SinkItem) {
+        match item {
+            SinkItem::Audio { route, chunk, floor, .. } => {
+                let n = chunk.samples.len() as u64;
+                let d = self.by_route.entry(*route).or_default();
+                if *floor {
+                    d.floor_frames += n;
+                } else {
+                    d.frames += n;
+                }
+            }
+            SinkItem::Text { route, .. } => self.by_route.entry(*route).or_default().texts += 1,
+            SinkItem::End { .. } => {}
+        }
+    }
 }
 
 impl SinkLane {
@@ -122,7 +181,11 @@ impl SinkLane {
     /// `wait`.
     pub fn push(&self, item: SinkItem, wait: Option<Duration>) {
         let mut st = self.lock();
+        if st.text_only && matches!(item, SinkItem::Audio { .. }) {
+            return;
+        }
         if st.closed {
+            st.drop_item(&item);
             return;
         }
         match &item {
@@ -144,6 +207,7 @@ impl SinkLane {
                         st = self.changed.wait_timeout(st, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
                     }
                     if st.closed {
+                        st.drop_item(&item);
                         return;
                     }
                 }
@@ -164,10 +228,10 @@ impl SinkLane {
             let mut i = 0;
             while st.audio_frames > self.capacity_frames && i + 1 < st.queue.len() {
                 if let SinkItem::Audio { chunk, .. } = &st.queue[i] {
-                    let n = chunk.samples.len();
-                    st.audio_frames -= n;
-                    st.dropped_frames += n as u64;
-                    st.queue.remove(i);
+                    st.audio_frames -= chunk.samples.len();
+                    if let Some(item) = st.queue.remove(i) {
+                        st.drop_item(&item);
+                    }
                 } else {
                     i += 1;
                 }
@@ -176,9 +240,10 @@ impl SinkLane {
         if st.text_items > MAX_TEXT
             && let Some(i) = st.queue.iter().position(|x| matches!(x, SinkItem::Text { .. }))
         {
-            st.queue.remove(i);
             st.text_items -= 1;
-            st.dropped_text += 1;
+            if let Some(item) = st.queue.remove(i) {
+                st.drop_item(&item);
+            }
         }
     }
 
@@ -211,24 +276,33 @@ impl SinkLane {
     pub fn close(&self) {
         let mut st = self.lock();
         st.closed = true;
-        let dropped: usize = st
-            .queue
-            .iter()
-            .map(|i| match i {
-                SinkItem::Audio { chunk, .. } => chunk.samples.len(),
-                _ => 0,
-            })
-            .sum();
-        st.dropped_frames += dropped as u64;
-        st.queue.clear();
+        for item in std::mem::take(&mut st.queue) {
+            st.drop_item(&item);
+        }
         st.audio_frames = 0;
         st.text_items = 0;
         self.changed.notify_all();
     }
 
-    /// Reopens a closed lane (a restarted sink).
-    pub fn reopen(&self) {
-        self.lock().closed = false;
+    /// Marks the sink text-only (it declared no audio format): audio queued or pushed from now
+    /// on is discarded, as nothing it wants.
+    pub fn set_text_only(&self) {
+        let mut st = self.lock();
+        st.text_only = true;
+        st.queue.retain(|i| !matches!(i, SinkItem::Audio { .. }));
+        st.audio_frames = 0;
+        self.changed.notify_all();
+    }
+
+    /// Counts `item`, taken from the lane, as lost to its route: the sink failed to write it.
+    /// (Not a drop of the lane: its totals count what it dropped itself.)
+    pub fn lost(&self, item: &SinkItem) {
+        self.lock().route_lost(item);
+    }
+
+    /// What route `route` lost in this lane so far.
+    pub fn route_drops(&self, route: usize) -> RouteDrops {
+        self.lock().by_route.get(&route).copied().unwrap_or_default()
     }
 
     /// The counters.
@@ -239,6 +313,7 @@ impl SinkLane {
             dropped_text: st.dropped_text,
             queued_frames: st.audio_frames,
             stalls: st.stalls,
+            closed: st.closed,
         }
     }
 }
@@ -303,6 +378,60 @@ mod tests {
         assert!(t.elapsed() < Duration::from_secs(5));
     }
 
+    fn of(route: usize, floor: bool, offset: u64, n: usize) -> SinkItem {
+        match audio(offset, n) {
+            SinkItem::Audio { language, chunk, queued, .. } => {
+                SinkItem::Audio { route, language, chunk, queued, floor }
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn every_loss_is_counted_per_route() {
+        let lane = SinkLane::new(100);
+        lane.push(of(0, false, 0, 60), None);
+        lane.push(of(1, true, 0, 30), None);
+        lane.push(of(1, false, 0, 50), None); // over capacity: route 0's 60 frames go
+        assert_eq!(lane.route_drops(0), RouteDrops { frames: 60, ..RouteDrops::default() });
+        assert!(lane.route_drops(1).is_empty());
+        // A block the sink failed to write.
+        let item = lane.pop(Duration::ZERO).unwrap();
+        lane.lost(&item);
+        assert_eq!(lane.route_drops(1).floor_frames, 30);
+        // Closing loses what is queued, and everything pushed later, text included.
+        lane.close();
+        lane.push(of(1, false, 50, 20), None);
+        lane.push(
+            SinkItem::Text {
+                route: 0,
+                item: match text() {
+                    SinkItem::Text { item, .. } => item,
+                    _ => unreachable!(),
+                },
+            },
+            None,
+        );
+        assert_eq!(lane.route_drops(1), RouteDrops { frames: 70, floor_frames: 30, texts: 0 });
+        assert_eq!(lane.route_drops(0), RouteDrops { frames: 60, floor_frames: 0, texts: 1 });
+        // The lane's own totals: what it dropped (full, then closed), not the failed write.
+        let c = lane.counts();
+        assert_eq!((c.dropped_frames, c.dropped_text, c.closed), (130, 1, true));
+    }
+
+    #[test]
+    fn a_text_only_lane_takes_no_audio_and_loses_none() {
+        let lane = SinkLane::new(100);
+        lane.push(audio(0, 60), None);
+        lane.set_text_only();
+        lane.push(audio(60, 600), None);
+        lane.push(text(), None);
+        assert!(matches!(lane.pop(Duration::ZERO), Some(SinkItem::Text { .. })));
+        assert!(lane.pop(Duration::ZERO).is_none());
+        assert_eq!(lane.counts().dropped_frames, 0);
+        assert!(lane.route_drops(0).is_empty());
+    }
+
     #[test]
     fn closed_lane_discards() {
         let lane = SinkLane::new(100);
@@ -310,6 +439,7 @@ mod tests {
         lane.close();
         lane.push(audio(10, 10), None);
         assert!(lane.pop(Duration::ZERO).is_none());
-        assert_eq!(lane.counts().dropped_frames, 10);
+        // What was queued and what came later: both lost, both counted.
+        assert_eq!(lane.counts().dropped_frames, 20);
     }
 }

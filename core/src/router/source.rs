@@ -18,6 +18,7 @@ use tolk_plugin_api::{AudioFormat, PluginError, PluginKind, Samples};
 use super::{
     Chunk, Control, MAX_RESTARTS, RATE, RouteIn, Shared,
     metrics::RouteState,
+    restart_delay,
     source_lane::{self, LaneEvent, LaneReader, Policy},
     what,
 };
@@ -92,8 +93,17 @@ impl SourceThread {
                     let policy = self.shared.plan.source_policy(self.idx);
                     if policy == FailurePolicy::Restart && restarts < MAX_RESTARTS {
                         restarts += 1;
-                        tracing::error!("{who} failed: {e}; restarting it ({restarts}/{MAX_RESTARTS})");
+                        let delay = restart_delay(restarts);
+                        tracing::error!(
+                            "{who} failed: {e}; restarting it in {} ms ({restarts}/{MAX_RESTARTS})",
+                            delay.as_millis()
+                        );
+                        let _ =
+                            self.shared.control.send(Control::Restarted { what: who.clone(), error: e.to_string() });
                         let _ = instance.stop();
+                        if !self.shared.sleep_unless_stopping(delay) {
+                            break;
+                        }
                         match self.shared.registry.create_source(
                             &spec.plugin,
                             &spec.config,

@@ -12,6 +12,9 @@
 //!
 //! - **Files are opened at `start`, never in `new`.** `tolk check` creates every instance to
 //!   validate the config, and must not create or truncate anyone's outputs. `new` only checks.
+//! - **A restart never overwrites.** A second `start` for a file this process already wrote
+//!   (the host restarting the sink after a failure) appends to it: cut back to its last whole
+//!   cue or row, no second header, SRT numbering continued.
 //! - **Cues are written in the order finals arrive.** tolk delivers the finals of one stream in
 //!   order, so the files are in time order; nothing is sorted or buffered for it. With
 //!   `role = "both"`, source and translation cues share the files and overlap in time.
@@ -24,10 +27,12 @@
 //!   flush comes first, the next start is unknown and the cue gets the full `min_cue_ms`.
 
 use std::{
-    fs::File,
+    collections::HashSet,
+    fs::{File, OpenOptions},
     io::{BufWriter, Write},
     ops::Range,
     path::PathBuf,
+    sync::{Mutex, OnceLock},
 };
 
 use serde::Serialize;
@@ -285,18 +290,22 @@ impl OutputSink for Captions {
 }
 
 impl Captions {
-    /// Creates (or truncates) every output and writes the headers.
+    /// Creates (or truncates) every output and writes the headers; continues the outputs this
+    /// process already wrote (a restart).
     fn open(&mut self) -> Result<(), PluginError> {
         self.srt_number = 1;
         self.held = None;
         if let Some(vtt) = &mut self.vtt {
-            vtt.open("WEBVTT\n\n")?;
+            vtt.open("WEBVTT\n\n", "\n\n")?;
         }
-        if let Some(srt) = &mut self.srt {
-            srt.open("")?;
+        if let Some(srt) = &mut self.srt
+            && let Some(earlier) = srt.open("", "\n\n")?
+        {
+            // Cue text never holds `-->` (it becomes `->`): one per cue, in its timing line.
+            self.srt_number = 1 + earlier.lines().filter(|l| l.contains(" --> ")).count() as u64;
         }
         if let Some(jsonl) = &mut self.jsonl {
-            jsonl.open("")?;
+            jsonl.open("", "\n")?;
         }
         self.state = State::Open;
         Ok(())
@@ -364,18 +373,38 @@ struct Output {
     writer: Option<BufWriter<File>>,
 }
 
+/// The outputs this process has opened: a later `start` for one of them is a restart.
+fn opened() -> &'static Mutex<HashSet<PathBuf>> {
+    static OPENED: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
+    OPENED.get_or_init(Mutex::default)
+}
+
 impl Output {
-    fn open(&mut self, header: &str) -> Result<(), PluginError> {
+    /// Creates the file with `header`; or, when this process already wrote it (the sink is
+    /// being restarted), opens it to append, cut back to the end of its last whole piece
+    /// (ending in `end`), and returns what it holds.
+    fn open(&mut self, header: &str, end: &str) -> Result<Option<String>, PluginError> {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| PluginError::io(format!("cannot create directory {}: {e}", dir.display())))?;
         }
-        let file = File::create(&self.path)
-            .map_err(|e| PluginError::io(format!("cannot create {}: {e}", self.path.display())))?;
+        let cannot = |e: std::io::Error| PluginError::io(format!("cannot create {}: {e}", self.path.display()));
+        let again = !opened().lock().unwrap_or_else(|p| p.into_inner()).insert(self.path.clone());
+        if again && let Ok(text) = std::fs::read(&self.path) {
+            // What a failed write left half done goes; the header stays.
+            let keep = text.windows(end.len()).rposition(|w| w == end.as_bytes()).map_or(0, |i| i + end.len());
+            let keep = keep.max(header.len().min(text.len()));
+            let file = OpenOptions::new().append(true).open(&self.path).map_err(cannot)?;
+            file.set_len(keep as u64).map_err(cannot)?;
+            self.writer = Some(BufWriter::new(file));
+            return Ok(Some(String::from_utf8_lossy(&text[..keep]).into_owned()));
+        }
+        let file = File::create(&self.path).map_err(cannot)?;
         self.writer = Some(BufWriter::new(file));
         // An empty file is not valid WebVTT: the header goes to disk at once.
         self.write(header)?;
-        self.flush()
+        self.flush()?;
+        Ok(None)
     }
 
     /// Writes one whole piece (a header, a cue, a row) in one call: the buffer then only ever
@@ -842,6 +871,38 @@ Bienvenidos.
     }
 
     #[test]
+    fn a_restart_appends_after_the_last_whole_cue() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = SinkHarness::start(new_sink::<Captions>(&config_in(dir.path(), "")).unwrap()).unwrap();
+        h.text(tr(true, 1, "Uno.", 0, 2_000)).unwrap();
+        h.stop().unwrap();
+        // A failed write left half a cue and half a row behind.
+        for (name, half) in [("c.vtt", "00:00:03.000 --> 00"), ("c.srt", "2\n00:00:03"), ("c.jsonl", "{\"utter")] {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(dir.path().join(name))
+                .unwrap()
+                .write_all(half.as_bytes())
+                .unwrap();
+        }
+        // The restarted instance (same files, same process) continues them.
+        let mut h = SinkHarness::start(new_sink::<Captions>(&config_in(dir.path(), "")).unwrap()).unwrap();
+        h.text(tr(true, 2, "Dos.", 3_000, 5_000)).unwrap();
+        h.stop().unwrap();
+        assert_eq!(
+            read(dir.path(), "c.vtt"),
+            "WEBVTT\n\n00:00:00.000 --> 00:00:02.000\nUno.\n\n00:00:03.000 --> 00:00:05.000\nDos.\n\n"
+        );
+        assert_eq!(
+            read(dir.path(), "c.srt"),
+            "1\n00:00:00,000 --> 00:00:02,000\nUno.\n\n2\n00:00:03,000 --> 00:00:05,000\nDos.\n\n"
+        );
+        let rows: Vec<String> = read(dir.path(), "c.jsonl").lines().map(String::from).collect();
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert!(rows[0].contains("\"Uno.\"") && rows[1].contains("\"Dos.\""), "{rows:?}");
+    }
+
+    #[test]
     fn role_source_and_both() {
         let dir = tempfile::tempdir().unwrap();
         let events = || {
@@ -855,6 +916,8 @@ Bienvenidos.
             ]
         };
         let run = |extra: &str| {
+            // Each run stands for a new process: not a restart, which would append.
+            opened().lock().unwrap().clear();
             let mut h = SinkHarness::start(new_sink::<Captions>(&config_in(dir.path(), extra)).unwrap()).unwrap();
             for e in events() {
                 h.text(e).unwrap();

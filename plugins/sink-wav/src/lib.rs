@@ -12,8 +12,17 @@
 //!   whenever `flush_ms` of audio has been written since the last time, and at every `flush`,
 //!   so a killed run leaves a playable file that lacks at most the last `flush_ms`.
 //! - **The recording stays time-aligned with the captions.** Each block says where it starts
-//!   in its stream (`frame_offset`). When audio was dropped upstream, the hole is filled with
-//!   silence (`fill_gaps`); audio that overlaps what is already written is skipped.
+//!   in its stream (`frame_offset`). Where the stream has no audio — before the first
+//!   translation, between translations of a live run, or audio dropped upstream — the hole is
+//!   filled with silence (`fill_gaps`); audio that overlaps what is already written is
+//!   skipped. A hole is not a warning here: the sink cannot tell a pause from a loss, and the
+//!   host warns about (and counts) the audio it actually dropped.
+//! - **A restart never overwrites a recording.** A second `start` for the same path in one
+//!   process (the host restarting this sink after a failure) continues the file the first one
+//!   wrote — its header is read, whatever it does not cover is cut off, and the recording goes
+//!   on aligned, the time the sink was down filled with silence. A file that cannot be
+//!   continued (not a WAV of this format) is left alone and the rest goes to the next free
+//!   numbered part (`es-1.wav`).
 //! - **16-bit recordings are bit-exact**: `i16` blocks are written as they arrive. Float
 //!   recordings get non-finite samples as 0.0 and values clipped to -1..=1.
 //! - **Floor mix** (`floor_mix = true`): the file records what a listener in the room hears —
@@ -24,9 +33,11 @@
 //!   `floor_mix`, floor blocks are ignored.
 
 use std::{
+    collections::HashMap,
     fs::{File, OpenOptions},
-    io::{self, BufWriter},
+    io::{self, BufReader, BufWriter, Seek},
     path::{Path, PathBuf},
+    sync::{Mutex, OnceLock},
 };
 
 use std::collections::VecDeque;
@@ -235,7 +246,9 @@ impl OutputSink for WavSink {
             return Err(PluginError::config(format!("path: {} is a directory", path.display())));
         }
         check_parent(&path)?;
-        if config.if_exists == IfExists::Error && path.exists() {
+        // A file this process recorded is the one a restart continues, not someone else's.
+        let ours = recorded().lock().unwrap_or_else(|p| p.into_inner()).contains_key(&path);
+        if config.if_exists == IfExists::Error && path.exists() && !ours {
             return Err(PluginError::config(exists_message(&path)));
         }
         let sample = match config.sample_format {
@@ -278,20 +291,18 @@ impl OutputSink for WavSink {
         if self.recording.is_some() {
             return Err(PluginError::state("already started"));
         }
-        let (file, path) = self.create()?;
-        let spec = hound::WavSpec {
-            channels: self.format.channels,
-            sample_rate: self.format.sample_rate,
-            bits_per_sample: if self.format.sample == SampleFormat::I16 { 16 } else { 32 },
-            sample_format: match self.format.sample {
-                SampleFormat::I16 => hound::SampleFormat::Int,
-                SampleFormat::F32 => hound::SampleFormat::Float,
-            },
+        // A file this process already recorded to (the host restarting the sink) is continued,
+        // never overwritten.
+        let earlier = recorded().lock().unwrap_or_else(|p| p.into_inner()).get(&self.path).cloned();
+        let recording = match earlier {
+            Some(path) => self.resume(path)?,
+            None => {
+                let (file, path) = self.create()?;
+                self.new_recording(file, path)?
+            }
         };
-        let writer = hound::WavWriter::new(BufWriter::with_capacity(64 * 1024, file), spec)
-            .map_err(|e| PluginError::io(format!("cannot write {}: {e}", path.display())))?;
-        self.host.debug(format!("recording to {} ({})", path.display(), self.format));
-        self.recording = Some(Recording { writer, path, next_offset: 0, frames: 0, unflushed: 0, full: false });
+        recorded().lock().unwrap_or_else(|p| p.into_inner()).insert(self.path.clone(), recording.path.clone());
+        self.recording = Some(recording);
         if let Some(f) = self.floor.as_mut() {
             f.ducker = Ducker::new(f.settings, self.format.sample_rate);
             f.queue.clear();
@@ -331,15 +342,18 @@ impl OutputSink for WavSink {
                 let fill = gap.min(MAX_GAP_SECONDS * u64::from(format.sample_rate));
                 let ms = |frames: u64| frames * 1000 / u64::from(format.sample_rate);
                 if fill < gap {
+                    // The file no longer follows the stream's clock: worth a warning.
                     self.host.warn(format!(
-                        "{}: {} ms of audio missing (dropped upstream); filled the first {} ms with silence",
+                        "{}: the stream jumped {} ms ahead; filled the first {} ms with silence, the file runs \
+                         behind the stream from here",
                         rec.path.display(),
                         ms(gap),
                         ms(fill)
                     ));
                 } else {
-                    self.host.warn(format!(
-                        "{}: {} ms of audio missing (dropped upstream); filled with silence",
+                    // A pause, or audio the host dropped (which it warns about and counts).
+                    self.host.debug(format!(
+                        "{}: no audio for {} ms of the stream; filled with silence",
                         rec.path.display(),
                         ms(gap)
                     ));
@@ -398,6 +412,9 @@ const MAX_GAP_SECONDS: u64 = 600;
 /// counts the header (at most 60 bytes for WAVE_FORMAT_EXTENSIBLE).
 const MAX_DATA_BYTES: u64 = u32::MAX as u64 - 64;
 
+/// `Recording::next_offset` of a recording whose first block sets where it starts.
+const UNANCHORED: u64 = u64::MAX;
+
 /// An open recording.
 struct Recording {
     /// hound keeps the data length and rewrites the header at `flush`/`finalize`.
@@ -421,6 +438,9 @@ impl Recording {
     /// a resync, to skip), and advances the file's stream position. After a gap longer than
     /// the fill cap the file runs behind the stream; from here on it follows the stream again.
     fn align(&mut self, offset: u64, frames: usize) -> (u64, usize) {
+        if self.next_offset == UNANCHORED {
+            self.next_offset = offset;
+        }
         let gap = offset.saturating_sub(self.next_offset);
         let skip = usize::try_from(self.next_offset.saturating_sub(offset)).unwrap_or(usize::MAX).min(frames);
         self.next_offset = self.next_offset.max(offset + frames as u64);
@@ -579,6 +599,95 @@ impl WavSink {
         Ok(())
     }
 
+    /// The WAV header of this sink's format.
+    fn spec(&self) -> hound::WavSpec {
+        hound::WavSpec {
+            channels: self.format.channels,
+            sample_rate: self.format.sample_rate,
+            bits_per_sample: if self.format.sample == SampleFormat::I16 { 16 } else { 32 },
+            sample_format: match self.format.sample {
+                SampleFormat::I16 => hound::SampleFormat::Int,
+                SampleFormat::F32 => hound::SampleFormat::Float,
+            },
+        }
+    }
+
+    /// A new recording in `file` (just created, empty).
+    fn new_recording(&self, file: File, path: PathBuf) -> Result<Recording, PluginError> {
+        let writer = hound::WavWriter::new(BufWriter::with_capacity(64 * 1024, file), self.spec())
+            .map_err(|e| PluginError::io(format!("cannot write {}: {e}", path.display())))?;
+        self.host.debug(format!("recording to {} ({})", path.display(), self.format));
+        Ok(Recording { writer, path, next_offset: 0, frames: 0, unflushed: 0, full: false })
+    }
+
+    /// Continues `path`, which an earlier instance in this process recorded to: after the
+    /// audio its header covers (a tail it does not cover, written before a failure, is cut
+    /// off), aligned so that its frame N is still stream frame N. When that is not possible,
+    /// `path` is left as it is and the recording goes on in the next free numbered part.
+    fn resume(&self, path: PathBuf) -> Result<Recording, PluginError> {
+        match self.reopen(&path) {
+            Ok(rec) => {
+                self.host.info(format!(
+                    "restarted: continuing {} after its {:.1} s",
+                    path.display(),
+                    rec.frames as f64 / f64::from(self.format.sample_rate)
+                ));
+                Ok(rec)
+            }
+            Err(why) => {
+                let (file, next) = self.next_part()?;
+                self.host.warn(format!(
+                    "restarted: cannot continue {} ({why}); it is kept, and the rest goes to {}",
+                    path.display(),
+                    next.display()
+                ));
+                let mut rec = self.new_recording(file, next)?;
+                // A part starts where the stream is, not at its beginning.
+                rec.next_offset = UNANCHORED;
+                Ok(rec)
+            }
+        }
+    }
+
+    /// Opens `path` to append to it; `Err` says why it cannot be continued.
+    fn reopen(&self, path: &Path) -> Result<Recording, String> {
+        let file = OpenOptions::new().read(true).write(true).open(path).map_err(|e| e.to_string())?;
+        let mut reader = hound::WavReader::new(BufReader::new(file)).map_err(|e| e.to_string())?;
+        let spec = reader.spec();
+        if spec != self.spec() {
+            return Err(format!(
+                "it holds {} Hz, {} ch, {}-bit audio",
+                spec.sample_rate, spec.channels, spec.bits_per_sample
+            ));
+        }
+        let samples = u64::from(reader.len());
+        let data_start =
+            reader.seek(0).and_then(|()| reader.into_inner().stream_position()).map_err(|e| e.to_string())?;
+        let data_end = data_start + samples * u64::from(spec.bits_per_sample / 8);
+        let file = OpenOptions::new().write(true).open(path).map_err(|e| e.to_string())?;
+        file.set_len(data_end).map_err(|e| e.to_string())?;
+        drop(file);
+        let writer = hound::WavWriter::append(path).map_err(|e| e.to_string())?;
+        let frames = samples / u64::from(spec.channels);
+        Ok(Recording { writer, path: path.to_path_buf(), next_offset: frames, frames, unflushed: 0, full: false })
+    }
+
+    /// Creates the next free numbered part of the configured path.
+    fn next_part(&self) -> Result<(File, PathBuf), PluginError> {
+        for n in 1..=MAX_NUMBER {
+            let path = numbered(&self.path, n);
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(f) => return Ok((f, path)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(PluginError::io(format!("path: cannot create {}: {e}", path.display()))),
+            }
+        }
+        Err(PluginError::io(format!(
+            "path: {} and its numbered versions up to -{MAX_NUMBER} all exist",
+            self.path.display()
+        )))
+    }
+
     /// Creates the parent directories and the file, following `if_exists`.
     fn create(&self) -> Result<(File, PathBuf), PluginError> {
         if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -616,6 +725,13 @@ impl WavSink {
 
 /// How far `if_exists = "number"` counts before giving up.
 const MAX_NUMBER: u32 = 9_999;
+
+/// The files recorded by this process, by configured path (resolved): where the latest
+/// instance for that path wrote. A later `start` for the same path is a restart: it continues.
+fn recorded() -> &'static Mutex<HashMap<PathBuf, PathBuf>> {
+    static RECORDED: OnceLock<Mutex<HashMap<PathBuf, PathBuf>>> = OnceLock::new();
+    RECORDED.get_or_init(Mutex::default)
+}
 
 /// `dir/name-n.ext` for `dir/name.ext`.
 fn numbered(path: &Path, n: u32) -> PathBuf {
@@ -671,6 +787,8 @@ tolk_plugin_api::export_plugins! {
 //    files, a killed run, and every config error.
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use tolk_plugin_api::{
         ErrorKind,
         testing::{SinkHarness, check_sink, new_sink},
@@ -700,6 +818,11 @@ mod tests {
     fn block(h: &mut SinkHarness, samples: &[i16], offset: u64) {
         let format = h.format.unwrap();
         h.sink.on_audio(AudioBlock::new(format, Samples::I16(samples), offset, "es")).unwrap();
+    }
+
+    /// Forgets what this process recorded, as a new process would.
+    fn forget_recordings() {
+        recorded().lock().unwrap().clear();
     }
 
     fn error(config: &str) -> String {
@@ -888,6 +1011,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("es.wav");
         for (i, name) in ["es.wav", "es-1.wav", "es-2.wav"].iter().enumerate() {
+            // Each start stands for a new run (process): not a restart, which would continue.
+            forget_recordings();
             let mut h = started(&path, "if_exists = 'number'");
             block(&mut h, &[i as i16], 0);
             h.stop().unwrap();
@@ -927,6 +1052,50 @@ mod tests {
         let (_, got) = read_i16(&path);
         assert_eq!(got.len(), 15 * 480);
         assert_eq!(got[got.len() - 1], 14);
+    }
+
+    #[test]
+    fn a_restart_continues_the_file_aligned_and_cuts_what_its_header_does_not_cover() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("es.wav");
+        let mut h = started(&path, "flush_ms = 10");
+        block(&mut h, &[1; 480], 0);
+        block(&mut h, &[2; 480], 480);
+        h.stop().unwrap();
+        // A failure left bytes after the data the header covers (half a write).
+        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(&[9, 9, 9]).unwrap();
+        // The restarted instance (same path, same process) continues: frames 960..1440 were
+        // lost meanwhile and become silence, so frame N of the file is still frame N.
+        let mut h = started(&path, "flush_ms = 10");
+        block(&mut h, &[3; 480], 1_440);
+        h.stop().unwrap();
+        let (_, got) = read_i16(&path);
+        assert_eq!(got, [vec![1; 480], vec![2; 480], vec![0; 480], vec![3; 480]].concat());
+        assert!(!dir.path().join("es-1.wav").exists());
+        // Even where an existing file is an error: it is this process's own recording.
+        let mut h = started(&path, "if_exists = 'error'");
+        block(&mut h, &[4; 10], 1_920);
+        h.stop().unwrap();
+        assert_eq!(read_i16(&path).1.len(), 1_930);
+    }
+
+    #[test]
+    fn a_restart_that_cannot_continue_writes_the_next_part_and_keeps_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("es.wav");
+        let mut h = started(&path, "");
+        block(&mut h, &[1; 100], 0);
+        h.stop().unwrap();
+        // The file is not one this sink can continue (another format).
+        let stereo = new_sink::<WavSink>(&config(&path, "channels = 2")).unwrap();
+        let mut h = SinkHarness::start(stereo).unwrap();
+        let format = h.format.unwrap();
+        h.sink.on_audio(AudioBlock::new(format, Samples::I16(&[5; 20]), 5_000, "es")).unwrap();
+        h.stop().unwrap();
+        assert_eq!(read_i16(&path).1, vec![1; 100]);
+        // The part starts where the stream was: no silence for what is in the first file.
+        let (spec, got) = read_i16(&dir.path().join("es-1.wav"));
+        assert_eq!((spec.channels, got), (2, vec![5; 20]));
     }
 
     #[test]
