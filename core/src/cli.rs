@@ -1,5 +1,5 @@
-//! The command line: clap definitions and one function per subcommand. Each returns an
-//! [`ExitCode`]-like status: 0 ok, 1 runtime failure, 2 usage, configuration or plugin-load
+//! The command line: clap definitions and one function per subcommand. Each returns an exit
+//! status from [`crate::exit`]: 0 ok, 1 runtime failure, 2 usage, configuration or plugin-load
 //! error. Errors are printed one per line on stderr.
 
 use std::path::{Path, PathBuf};
@@ -8,16 +8,9 @@ use clap::{Args, Parser, Subcommand};
 use tolk_plugin_api::PluginKind;
 
 use crate::{
-    config,
+    config, exit,
     plugin_host::{self, Registry, SearchPath, check::CheckConfig},
 };
-
-/// Exit status: success.
-pub const EXIT_OK: u8 = 0;
-/// Exit status: something failed at run time.
-pub const EXIT_RUNTIME: u8 = 1;
-/// Exit status: bad usage, configuration or plugin library.
-pub const EXIT_USAGE: u8 = 2;
 
 /// tolk — a live speech interpretation router.
 ///
@@ -210,7 +203,7 @@ pub fn run(cli: Cli) -> u8 {
                         let kinds: Vec<&str> = c.kinds.iter().map(PluginKind::as_str).collect();
                         println!("{:<24} [{}] {}", c.name, kinds.join(","), c.description);
                     }
-                    return EXIT_OK;
+                    return exit::OK;
                 }
                 check_library(&library, config.as_deref(), cli.verbose)
             }
@@ -233,7 +226,7 @@ fn list(args: &ListArgs, verbose: u8) -> u8 {
     for p in &args.paths {
         if !p.is_dir() {
             eprintln!("error: --path {}: not a directory", p.display());
-            return EXIT_USAGE;
+            return exit::USAGE;
         }
     }
     search.dirs.retain(|(d, _)| d.is_dir());
@@ -287,7 +280,7 @@ fn list(args: &ListArgs, verbose: u8) -> u8 {
     for e in &reg.errors {
         print_load_error(e, verbose);
     }
-    if reg.errors.is_empty() { EXIT_OK } else { EXIT_USAGE }
+    if reg.errors.is_empty() { exit::OK } else { exit::USAGE }
 }
 
 fn check(path: &Path, verbose: u8) -> u8 {
@@ -297,7 +290,7 @@ fn check(path: &Path, verbose: u8) -> u8 {
     errors.extend(plugins.errors);
     crate::run::print_warnings(&config, &plugins.warnings);
     if crate::run::print_errors(&config, &errors, &reg, verbose) {
-        return EXIT_USAGE;
+        return exit::USAGE;
     }
     let routes: usize = config.routes.iter().map(|r| r.to.len()).sum();
     let count = |k: PluginKind| plugins.instances.iter().filter(|(kind, _)| *kind == k).count();
@@ -335,7 +328,7 @@ fn check(path: &Path, verbose: u8) -> u8 {
             if config.run.prices_known { "" } else { "; prices of gpt-realtime assumed for this model" }
         );
     }
-    EXIT_OK
+    exit::OK
 }
 
 fn plural(n: usize) -> &'static str {
@@ -347,21 +340,21 @@ fn check_library(library: &Path, config: Option<&Path>, verbose: u8) -> u8 {
         Ok(c) => c.unwrap_or_default(),
         Err(e) => {
             eprintln!("error: {e}");
-            return EXIT_USAGE;
+            return exit::USAGE;
         }
     };
     if !library.is_file() {
         eprintln!("error: {}: no such file", library.display());
-        return EXIT_USAGE;
+        return exit::USAGE;
     }
     match plugin_host::check::run(library, &config, verbose > 0) {
         Ok(report) => {
             println!("{report}");
-            if report.passed() { EXIT_OK } else { EXIT_RUNTIME }
+            if report.passed() { exit::OK } else { exit::RUNTIME }
         }
         Err(e) => {
             eprintln!("error: {e}");
-            EXIT_USAGE
+            exit::USAGE
         }
     }
 }
@@ -370,19 +363,19 @@ fn child(what: ChildCommand) -> u8 {
     match what {
         ChildCommand::Describe { library, full_report } => {
             match plugin_host::check::child_describe(&library, full_report) {
-                Ok(()) => EXIT_OK,
+                Ok(()) => exit::OK,
                 Err(e) => {
                     eprintln!("error: {e}");
-                    EXIT_USAGE
+                    exit::USAGE
                 }
             }
         }
         ChildCommand::Check { library, kind, id, check, config_dir } => {
             match plugin_host::check::child_check(&library, &kind, &id, &check, &config_dir) {
-                Ok(()) => EXIT_OK,
+                Ok(()) => exit::OK,
                 Err(e) => {
                     eprintln!("error: {e}");
-                    EXIT_USAGE
+                    exit::USAGE
                 }
             }
         }

@@ -29,7 +29,7 @@ use tolk_plugin_api::{
 };
 
 use crate::{
-    cli::{EXIT_OK, EXIT_RUNTIME, EXIT_USAGE},
+    exit,
     plugin_host::{HostServices, PluginEntry, Registry, SearchPath},
 };
 
@@ -87,7 +87,7 @@ pub fn run(args: &DevicesArgs) -> u8 {
     for p in &args.paths {
         if !p.is_dir() {
             eprintln!("error: --path {}: not a directory", p.display());
-            return EXIT_USAGE;
+            return exit::USAGE;
         }
     }
     let mut search = SearchPath::new(&args.paths);
@@ -108,7 +108,7 @@ fn print_list(reg: &Registry) -> u8 {
         eprintln!(
             "error: no installed plugin lists devices (capability {CAPABILITY}); `tolk plugins` shows what is installed"
         );
-        return EXIT_RUNTIME;
+        return exit::RUNTIME;
     }
     let mut failed = false;
     for p in &all {
@@ -128,7 +128,7 @@ fn print_list(reg: &Registry) -> u8 {
         }
     }
     println!("(* = default; use the name, a unique part of it, or \"default\" in `device = \"…\"`)");
-    if failed { EXIT_RUNTIME } else { EXIT_OK }
+    if failed { exit::RUNTIME } else { exit::OK }
 }
 
 /// Level statistics over a window and over the whole run, fed by the meter's writer.
@@ -252,11 +252,11 @@ fn meter(reg: &Registry, args: &DevicesArgs, name: &str) -> u8 {
     let plugin = args.plugin.clone().unwrap_or_else(|| "tolk.mic".into());
     let Some(entry) = reg.get(PluginKind::Source, &plugin) else {
         eprintln!("error: --plugin: no source plugin with id \"{plugin}\"; `tolk plugins` lists what is installed");
-        return EXIT_USAGE;
+        return exit::USAGE;
     };
     if !entry.descriptor.capabilities().any(|c| c == CAPABILITY) {
         eprintln!("error: --plugin: {plugin} does not open devices (no capability {CAPABILITY})");
-        return EXIT_USAGE;
+        return exit::USAGE;
     }
     let config = format!("device = {}\n", toml::Value::String(name.to_string()));
     let host = HostServices {
@@ -268,14 +268,14 @@ fn meter(reg: &Registry, args: &DevicesArgs, name: &str) -> u8 {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {plugin}: {e}");
-            return EXIT_USAGE;
+            return exit::USAGE;
         }
     };
     let format = match source.format() {
         Ok(f) => f,
         Err(e) => {
             eprintln!("error: {plugin}: {e}");
-            return EXIT_RUNTIME;
+            return exit::RUNTIME;
         }
     };
     let writer = MeterWriter {
@@ -287,7 +287,7 @@ fn meter(reg: &Registry, args: &DevicesArgs, name: &str) -> u8 {
     let stop = ctrl_c_flag();
     if let Err(e) = source.start(FfiWriter_TO::from_ptr(RArc::new(writer.clone()), TD_Opaque)) {
         eprintln!("error: {plugin}: {e}");
-        return EXIT_RUNTIME;
+        return exit::RUNTIME;
     }
     eprintln!("metering {name:?} ({format}); Ctrl-C stops");
     let started = Instant::now();
@@ -311,13 +311,13 @@ fn meter(reg: &Registry, args: &DevicesArgs, name: &str) -> u8 {
     println!("{name}: peak {peak:.1} dBFS, rms {rms:.1} dBFS over {secs:.1} s");
     if let Some(e) = writer.failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
         eprintln!("error: {plugin}: {e}");
-        return EXIT_RUNTIME;
+        return exit::RUNTIME;
     }
     if let Err(e) = stopped {
         eprintln!("error: {plugin}: {e}");
-        return EXIT_RUNTIME;
+        return exit::RUNTIME;
     }
-    EXIT_OK
+    exit::OK
 }
 
 #[cfg(test)]

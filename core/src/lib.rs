@@ -30,6 +30,7 @@ pub mod audio;
 pub mod cli;
 pub mod config;
 pub mod devices;
+pub mod exit;
 pub mod logging;
 pub mod plugin_host;
 pub mod realtime;
@@ -46,7 +47,7 @@ pub fn main_with_args() -> u8 {
     let cli = match cli::Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() { cli::EXIT_USAGE } else { cli::EXIT_OK };
+            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
             let _ = e.print();
             return code;
         }

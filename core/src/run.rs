@@ -14,8 +14,8 @@ use std::{
 };
 
 use crate::{
-    cli::{EXIT_OK, EXIT_RUNTIME, EXIT_USAGE},
     config::{self, Config, FLOOR, Provider},
+    exit,
     plugin_host::{Registry, SearchPath},
     router::{self, EngineTarget, Outcome, RunOptions, metrics::RunStats},
     shutdown::Shutdown,
@@ -48,7 +48,7 @@ pub fn load(path: &Path, verbose: u8) -> Result<(Config, Registry), u8> {
         print_warnings(&config, &plugins.warnings);
     }
     if print_errors(&config, &errors, &reg, verbose) {
-        return Err(EXIT_USAGE);
+        return Err(exit::USAGE);
     }
     Ok((config, reg))
 }
@@ -99,7 +99,7 @@ pub fn run(args: &RunArgs) -> u8 {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return EXIT_RUNTIME;
+            return exit::RUNTIME;
         }
     };
     let shutdown = Shutdown::new();
@@ -117,7 +117,7 @@ pub fn run(args: &RunArgs) -> u8 {
             }
             Err(msg) => {
                 eprintln!("error: {}: {msg}", config.file);
-                return EXIT_USAGE;
+                return exit::USAGE;
             }
         }
     } else {
@@ -136,7 +136,7 @@ pub fn run(args: &RunArgs) -> u8 {
             for e in errors {
                 eprintln!("error: {}: {e}", config.file);
             }
-            return EXIT_RUNTIME;
+            return exit::RUNTIME;
         }
     };
     print_summary(&config, &outcome);
@@ -190,7 +190,7 @@ pub fn print_summary(config: &Config, outcome: &Outcome) {
     println!(
         "{}: {} in {:.1} s — {} route{}, cost ${:.4}{}",
         config.file,
-        if outcome.exit == EXIT_OK { "done" } else { "finished with problems" },
+        if outcome.exit == exit::OK { "done" } else { "finished with problems" },
         stats.started.elapsed().as_secs_f64(),
         stats.routes.len(),
         if stats.routes.len() == 1 { "" } else { "s" },

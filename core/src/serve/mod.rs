@@ -253,7 +253,7 @@ pub fn run_foreground(options: ServeOptions) -> u8 {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: tolk serve: cannot start the async runtime: {e}");
-            return crate::cli::EXIT_RUNTIME;
+            return crate::exit::RUNTIME;
         }
     };
     rt.block_on(async move {
@@ -261,7 +261,7 @@ pub fn run_foreground(options: ServeOptions) -> u8 {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("error: tolk serve: {e}");
-                return crate::cli::EXIT_RUNTIME;
+                return crate::exit::RUNTIME;
             }
         };
         {
@@ -271,7 +271,7 @@ pub fn run_foreground(options: ServeOptions) -> u8 {
             let _ = out.flush();
         }
         server.run_until(shutdown_signal()).await;
-        crate::cli::EXIT_OK
+        crate::exit::OK
     })
 }
 
@@ -770,12 +770,12 @@ pub fn run_cli(args: ServeArgs) -> u8 {
         Ok(f) => f,
         Err(e) => {
             eprintln!("error: {e}");
-            return crate::cli::EXIT_USAGE;
+            return crate::exit::USAGE;
         }
     };
     if args.engine_speed.is_nan() || args.engine_speed < 0.0 {
         eprintln!("error: --engine-speed {}: expected a factor ≥ 0 (0 = as fast as possible)", args.engine_speed);
-        return crate::cli::EXIT_USAGE;
+        return crate::exit::USAGE;
     }
     let engine_speed = if args.engine_speed == 0.0 { f64::INFINITY } else { args.engine_speed };
     run_foreground(ServeOptions {
