@@ -152,9 +152,12 @@ pub enum PluginsCommand {
     },
 }
 
-/// The hidden child side of `tolk plugins check`.
+/// The hidden child side of `tolk plugins check` and of the load probe.
 #[derive(Debug, Subcommand)]
 pub enum ChildCommand {
+    Probe {
+        files: Vec<PathBuf>,
+    },
     Describe {
         library: PathBuf,
         #[arg(long)]
@@ -230,7 +233,7 @@ fn list(args: &ListArgs, verbose: u8) -> u8 {
         }
     }
     search.dirs.retain(|(d, _)| d.is_dir());
-    let reg = Registry::discover(&search);
+    let reg = Registry::discover_probed(&search);
     if args.json {
         for e in reg.plugins.values() {
             let d = &e.descriptor;
@@ -361,6 +364,10 @@ fn check_library(library: &Path, config: Option<&Path>, verbose: u8) -> u8 {
 
 fn child(what: ChildCommand) -> u8 {
     match what {
+        ChildCommand::Probe { files } => {
+            plugin_host::probe::child(&files);
+            exit::OK
+        }
         ChildCommand::Describe { library, full_report } => {
             match plugin_host::check::child_describe(&library, full_report) {
                 Ok(()) => exit::OK,

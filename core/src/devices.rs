@@ -92,7 +92,7 @@ pub fn run(args: &DevicesArgs) -> u8 {
     }
     let mut search = SearchPath::new(&args.paths);
     search.dirs.retain(|(d, _)| d.is_dir());
-    let reg = Registry::discover(&search);
+    let reg = Registry::discover_probed(&search);
     for e in &reg.errors {
         eprintln!("warning: {e}");
     }

@@ -58,7 +58,7 @@ pub fn load(path: &Path, verbose: u8) -> Result<(Config, Registry), u8> {
 pub(crate) fn discover(config: &Config) -> Registry {
     let mut search = SearchPath::new(&config.plugin_dirs);
     search.dirs.retain(|(d, _)| d.is_dir());
-    Registry::discover(&search)
+    Registry::discover_probed(&search)
 }
 
 /// Prints the configuration's warnings and then `more`.

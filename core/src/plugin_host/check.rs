@@ -276,7 +276,7 @@ fn run_child(exe: &Path, args: &[&std::ffi::OsStr], stdin: &str, cwd: &Path) -> 
     }
 }
 
-fn signal_name(sig: i32) -> &'static str {
+pub(crate) fn signal_name(sig: i32) -> &'static str {
     match sig {
         6 => " (SIGABRT)",
         9 => " (SIGKILL)",
