@@ -344,3 +344,17 @@ fn a_library_replaced_on_disk_during_scans_never_crashes_the_host() {
     assert!(replaced > 25, "the library was replaced only {replaced} times");
     eprintln!("listed whole in {listed} of 25 scans, {replaced} replacements");
 }
+
+#[test]
+fn a_shorter_older_header_is_read_only_as_far_as_its_size() {
+    let lib = fixture("fixture_short_header");
+    let r = run(tolk().args(["plugins", "check"]).arg(&lib));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(
+        r.err_lines(),
+        [format!(
+            "error: {}: this plugin was built for tolk plugin ABI 2.1; this tolk speaks 1.0 — rebuild it against tolk-plugin-api 1.0",
+            lib.display()
+        )]
+    );
+}

@@ -66,9 +66,12 @@ impl fmt::Display for LoadError {
             LoadError::AbiMismatch { path, crate_name, plugin_abi } => {
                 let (maj, min) = *plugin_abi;
                 let (hmaj, hmin) = (tolk_plugin_api::ABI_MAJOR, tolk_plugin_api::ABI_MINOR);
+                // A header older than the crate-name field has no name to show.
+                let who =
+                    if crate_name.is_empty() { "this plugin".to_string() } else { format!("plugin {crate_name}") };
                 write!(
                     f,
-                    "{}: plugin {crate_name} was built for tolk plugin ABI {maj}.{min}; this tolk speaks {hmaj}.{hmin} — rebuild it against tolk-plugin-api {hmaj}.{hmin}",
+                    "{}: {who} was built for tolk plugin ABI {maj}.{min}; this tolk speaks {hmaj}.{hmin} — rebuild it against tolk-plugin-api {hmaj}.{hmin}",
                     path.display()
                 )
             }

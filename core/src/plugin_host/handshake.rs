@@ -15,6 +15,9 @@ use tolk_plugin_api::ffi::header::{HEADER_SYMBOL, MAGIC, PluginHeader};
 
 use super::{error::LoadError, validate};
 
+/// The part of every header ever made: magic, `header_size`, ABI major and minor.
+const FIXED_PREFIX: usize = std::mem::offset_of!(PluginHeader, api_version);
+
 /// An opened library whose tolk header was read. The library stays loaded for the life of
 /// the process (abi_stable never unloads either).
 pub struct Opened {
@@ -74,8 +77,11 @@ pub fn open_candidate(candidate: Candidate) -> Result<Opened, LoadError> {
     std::mem::forget(candidate.file);
     // SAFETY: the symbol is a `PluginHeader` static in every library made by
     // `export_plugins!`; a library that has the symbol but not our magic is rejected before any
-    // other field is used. `PluginHeader` is `repr(C)`, plain bytes and integers, `Copy`; we
-    // read only `header_size` bytes' worth of known fields (the struct never shrinks).
+    // other field is used. `PluginHeader` is `repr(C)`, plain bytes and integers, `Copy`. The
+    // first 16 bytes (magic, `header_size`, ABI) are frozen and present in every header; past
+    // them exactly `header_size` bytes are read (never more than this tolk knows), so a plugin
+    // built with an older, shorter header is never read past its end. Fields it does not have
+    // stay zero (empty strings).
     let header = unsafe {
         // The symbol's value is the static's address, so it is looked up as a pointer.
         match lib.get::<*const PluginHeader>(format!("{HEADER_SYMBOL}\0").as_bytes()) {
@@ -88,7 +94,19 @@ pub fn open_candidate(candidate: Candidate) -> Result<Opened, LoadError> {
                 if magic != MAGIC {
                     return Err(LoadError::NotAPlugin { path: path.to_path_buf() });
                 }
-                std::ptr::read(ptr)
+                let size = std::ptr::read_unaligned(ptr.cast::<u8>().add(8).cast::<u32>()) as usize;
+                if size < FIXED_PREFIX {
+                    return Err(LoadError::Plugin {
+                        path: path.to_path_buf(),
+                        message: format!(
+                            "its tolk plugin header says it is {size} bytes long, shorter than the {FIXED_PREFIX} bytes every header has"
+                        ),
+                    });
+                }
+                let mut header = PluginHeader::zeroed();
+                let n = size.min(std::mem::size_of::<PluginHeader>());
+                std::ptr::copy_nonoverlapping(ptr.cast::<u8>(), (&raw mut header).cast::<u8>(), n);
+                header
             }
             Err(_) => return Err(LoadError::NotAPlugin { path: path.to_path_buf() }),
         }
