@@ -287,14 +287,10 @@ fn list(args: &ListArgs, verbose: u8) -> u8 {
 }
 
 fn check(path: &Path, verbose: u8) -> u8 {
-    let (config, mut errors) = config::parse(path);
-    let reg = crate::run::discover(&config);
-    let plugins = config::check_plugins(&config, &reg);
-    errors.extend(plugins.errors);
-    crate::run::print_warnings(&config, &plugins.warnings);
-    if crate::run::print_errors(&config, &errors, &reg, verbose) {
-        return exit::USAGE;
-    }
+    let (config, _, plugins) = match crate::run::load(path, verbose) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
     let routes: usize = config.routes.iter().map(|r| r.to.len()).sum();
     let count = |k: PluginKind| plugins.instances.iter().filter(|(kind, _)| *kind == k).count();
     println!(

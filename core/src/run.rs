@@ -38,31 +38,34 @@ pub struct RunArgs {
     pub verbose: u8,
 }
 
-/// Loads `path` and its plugins; prints problems; `Err(exit status)` when it cannot run.
-pub fn load(path: &Path, verbose: u8) -> Result<(Config, Registry), u8> {
-    let (config, mut errors) = config::parse(path);
+/// Loads `path` and its plugins and checks every plugin reference and table; prints every
+/// warning and error (`tolk check` and `tolk run` print the same, in the same order and
+/// words); `Err(exit status)` when it cannot run.
+pub fn load(path: &Path, verbose: u8) -> Result<(Config, Registry, config::PluginCheck), u8> {
+    let (config, config_errors) = config::parse(path);
     let reg = discover(&config);
-    if errors.is_empty() {
-        let plugins = config::check_plugins(&config, &reg);
-        errors.extend(plugins.errors);
-        print_warnings(&config, &plugins.warnings);
-    }
+    // Plugins are checked even after config errors, so one pass shows everything to fix. A
+    // library that failed to load comes first: it explains the plugins found missing.
+    let plugins = config::check_plugins(&config, &reg);
+    let errors: Vec<config::ConfigError> =
+        plugins.load_errors.iter().chain(&config_errors).chain(&plugins.errors).cloned().collect();
+    print_warnings(&config, &plugins.warnings);
     if print_errors(&config, &errors, &reg, verbose) {
         return Err(exit::USAGE);
     }
-    Ok((config, reg))
+    Ok((config, reg, plugins))
 }
 
 /// The plugins found in `config`'s plugin directories that exist (what `tolk check` and `tolk
 /// run` load).
-pub(crate) fn discover(config: &Config) -> Registry {
+fn discover(config: &Config) -> Registry {
     let mut search = SearchPath::new(&config.plugin_dirs);
     search.dirs.retain(|(d, _)| d.is_dir());
     Registry::discover_probed(&search)
 }
 
 /// Prints the configuration's warnings and then `more`.
-pub(crate) fn print_warnings(config: &Config, more: &[String]) {
+fn print_warnings(config: &Config, more: &[String]) {
     for w in config.warnings.iter().chain(more) {
         eprintln!("warning: {w}");
     }
@@ -70,7 +73,7 @@ pub(crate) fn print_warnings(config: &Config, more: &[String]) {
 
 /// Prints `errors` (with the plugin-load details when `verbose`) and their count; true when
 /// there were any.
-pub(crate) fn print_errors(config: &Config, errors: &[config::ConfigError], reg: &Registry, verbose: u8) -> bool {
+fn print_errors(config: &Config, errors: &[config::ConfigError], reg: &Registry, verbose: u8) -> bool {
     if errors.is_empty() {
         return false;
     }
@@ -91,7 +94,7 @@ pub(crate) fn print_errors(config: &Config, errors: &[config::ConfigError], reg:
 
 /// `tolk run`.
 pub fn run(args: &RunArgs) -> u8 {
-    let (config, registry) = match load(&args.config, args.verbose) {
+    let (config, registry, _) = match load(&args.config, args.verbose) {
         Ok(x) => x,
         Err(code) => return code,
     };

@@ -358,3 +358,54 @@ fn a_shorter_older_header_is_read_only_as_far_as_its_size() {
         )]
     );
 }
+
+/// A config whose source plugin lives in a library that fails to load (built for ABI 2.1),
+/// with one unrelated config error as well.
+fn config_needing_a_broken_library() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    let lib = plugins.join(lib_file("fixture_wrong_abi"));
+    std::fs::copy(fixture("fixture_wrong_abi"), &lib).unwrap();
+    let config = dir.path().join("future.toml");
+    std::fs::write(
+        &config,
+        "[plugins]\npath = \"plugins\"\n\n[run]\nbudget_usd = -1\n\n[[source]]\nid = \"a\"\nplugin = \"com.example.future\"\nlanguage = \"en\"\n\n[[source]]\nid = \"b\"\nplugin = \"com.example.future\"\nlanguage = \"de\"\n\n[[sink]]\nid = \"out\"\nplugin = \"tolk.wav\"\n[sink.config]\npath = \"out.wav\"\n\n[[route]]\nsource = \"a\"\nto = [\"floor\"]\nsinks = [\"out\"]\n\n[[route]]\nsource = \"b\"\nto = [\"floor\"]\nsinks = [\"out\"]\n",
+    )
+    .unwrap();
+    (dir, config, lib)
+}
+
+#[test]
+fn a_library_that_fails_to_load_is_reported_before_the_plugins_it_leaves_missing() {
+    let (_dir, config, lib) = config_needing_a_broken_library();
+    let r = run(tolk().arg("check").arg(&config));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let lines = r.err_lines();
+    assert!(
+        lines[0].contains(&format!(
+            "plugin library failed to load: {}: plugin fixture-wrong-abi was built for tolk plugin ABI 2.1",
+            lib.display()
+        )),
+        "the cause must come first:\n{}",
+        r.stderr
+    );
+    let missing: Vec<&str> = lines.iter().copied().filter(|l| l.contains("no source plugin with id")).collect();
+    assert_eq!(missing.len(), 2, "{}", r.stderr);
+    for l in missing {
+        assert!(l.contains(&format!("{}, which failed to load", lib.display())), "not tied to its cause: {l}");
+    }
+}
+
+#[test]
+fn run_reports_the_same_errors_as_check_in_the_same_order_and_words() {
+    let (_dir, config, _lib) = config_needing_a_broken_library();
+    let check = run(tolk().arg("check").arg(&config));
+    let run_ = run(tolk().arg("run").arg(&config));
+    assert_eq!(check.code, 2);
+    assert_eq!(run_.code, 2);
+    // A config error (the budget) and the plugin errors: all of them, from both.
+    assert!(check.stderr.contains("run.budget_usd"), "{}", check.stderr);
+    assert!(check.stderr.contains("no source plugin"), "{}", check.stderr);
+    assert_eq!(run_.stderr, check.stderr);
+}
