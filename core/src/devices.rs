@@ -31,6 +31,7 @@ use tolk_plugin_api::{
 use crate::{
     exit,
     plugin_host::{HostServices, PluginEntry, Registry, SearchPath},
+    shutdown::{Level, Shutdown},
 };
 
 /// What `tolk devices` was asked for.
@@ -233,21 +234,6 @@ impl FfiWriter for MeterWriter {
     }
 }
 
-/// Sets the returned flag on Ctrl-C (a one-thread tokio runtime on its own thread: tokio is
-/// confined to signals here).
-fn ctrl_c_flag() -> Arc<AtomicBool> {
-    let flag = Arc::new(AtomicBool::new(false));
-    let f = Arc::clone(&flag);
-    let _ = std::thread::Builder::new().name("tolk-signals".into()).spawn(move || {
-        if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build()
-            && rt.block_on(tokio::signal::ctrl_c()).is_ok()
-        {
-            f.store(true, Ordering::Release);
-        }
-    });
-    flag
-}
-
 fn meter(reg: &Registry, args: &DevicesArgs, name: &str) -> u8 {
     let plugin = args.plugin.clone().unwrap_or_else(|| "tolk.mic".into());
     let Some(entry) = reg.get(PluginKind::Source, &plugin) else {
@@ -284,7 +270,7 @@ fn meter(reg: &Registry, args: &DevicesArgs, name: &str) -> u8 {
         failed: Arc::default(),
         channels: usize::from(format.channels),
     };
-    let stop = ctrl_c_flag();
+    let stop = Shutdown::on_signals();
     if let Err(e) = source.start(FfiWriter_TO::from_ptr(RArc::new(writer.clone()), TD_Opaque)) {
         eprintln!("error: {plugin}: {e}");
         return exit::RUNTIME;
@@ -293,7 +279,7 @@ fn meter(reg: &Registry, args: &DevicesArgs, name: &str) -> u8 {
     let started = Instant::now();
     let limit = (args.seconds > 0.0).then(|| Duration::from_secs_f64(args.seconds));
     let mut err = std::io::stderr();
-    while !stop.load(Ordering::Acquire)
+    while stop.level() == Level::Running
         && !writer.closed.load(Ordering::Acquire)
         && limit.is_none_or(|l| started.elapsed() < l)
     {

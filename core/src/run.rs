@@ -105,11 +105,7 @@ pub fn run(args: &RunArgs) -> u8 {
             return exit::RUNTIME;
         }
     };
-    let shutdown = Shutdown::new();
-    {
-        let _guard = rt.enter();
-        shutdown.listen_for_signals();
-    }
+    let shutdown = Shutdown::on_signals();
     let translated = config.routes.iter().any(|r| r.to.iter().any(|l| l != FLOOR));
     let mut server = None;
     let engine = if translated {

@@ -270,29 +270,9 @@ pub fn run_foreground(options: ServeOptions) -> u8 {
             let _ = writeln!(out, "tolk serve: listening on ws://{}", server.local_addr());
             let _ = out.flush();
         }
-        server.run_until(shutdown_signal()).await;
+        server.run_until(crate::shutdown::Shutdown::on_signals().reached(crate::shutdown::Level::Graceful)).await;
         crate::exit::OK
     })
-}
-
-/// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// `prefix` + 20 random alphanumerics, like the real service's ids.
