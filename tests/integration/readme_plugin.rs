@@ -1,6 +1,7 @@
 //! plugin-api/README.md is tested as a newcomer would follow it: its Cargo.toml and lib.rs are
-//! taken from the README text, built as an out-of-tree crate, listed by `tolk plugins`, checked
-//! by `tolk plugins check`, and run.
+//! taken from the README text, built as an out-of-tree crate against a copy of plugin-api
+//! outside tolk's workspace (as a vendored or copied folder, no edits), listed by `tolk
+//! plugins`, checked by `tolk plugins check`, and run.
 
 use std::path::Path;
 
@@ -20,7 +21,10 @@ fn block(readme: &str, lang: &str, marker: &str) -> String {
 fn the_readme_plugin_builds_lists_passes_checks_and_runs() {
     let readme = std::fs::read_to_string(root().join("plugin-api/README.md")).unwrap();
     let crate_dir = tempfile::tempdir().unwrap();
-    let api = root().join("plugin-api");
+    // The plugin-api crate as an author gets it: a copy outside tolk's workspace (vendored
+    // into the plugin's own folder), used with no edits.
+    let api = crate_dir.path().join("vendor/tolk-plugin-api");
+    copy_dir(&root().join("plugin-api"), &api);
     let manifest = block(&readme, "toml", "# Cargo.toml").replace("../tolk/plugin-api", &api.display().to_string());
     std::fs::write(crate_dir.path().join("Cargo.toml"), manifest).unwrap();
     std::fs::create_dir(crate_dir.path().join("src")).unwrap();
@@ -44,6 +48,22 @@ fn the_readme_plugin_builds_lists_passes_checks_and_runs() {
     let out = tempfile::tempdir().unwrap();
     run_sink(plugins.path(), out.path());
     assert_eq!(std::fs::read_to_string(out.path().join("es.txt")).unwrap(), "[es] Buenos días.\n[es] Gracias.\n");
+}
+
+/// Copies `from` to `to` recursively, leaving out build output.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        if entry.file_type().unwrap().is_dir() {
+            if entry.file_name() != "target" {
+                copy_dir(&src, &dst);
+            }
+        } else {
+            std::fs::copy(&src, &dst).unwrap();
+        }
+    }
 }
 
 fn run_sink(plugin_dir: &Path, out: &Path) {
