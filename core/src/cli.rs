@@ -122,7 +122,8 @@ pub struct ListArgs {
 /// `tolk plugins …` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum PluginsCommand {
-    /// List plugins found on the search path: id, kind, version, library (the default).
+    /// List plugins found on the search path: id, kind, version, description, library (the
+    /// default).
     ///
     /// The search path is --path, then TOLK_PLUGIN_PATH (':'-separated), then tolk's own
     /// directories next to the binary. Libraries that fail to load are reported after the
@@ -132,16 +133,25 @@ pub enum PluginsCommand {
     /// crash is reported as `crashed` rather than taking the checker down.
     ///
     /// Plugins are configured with their example config unless --config gives a table for
-    /// them. Exit status 0 when nothing failed or crashed, 1 otherwise, 2 when the library
-    /// does not load.
+    /// them. Without --config, relative paths in the configs resolve against a scratch check
+    /// directory that holds `speech.wav` (3 s of generated speech-like audio, 24 kHz mono
+    /// 16-bit) for example configs that read a file. Exit status 0 when nothing failed or
+    /// crashed, 1 otherwise, 2 when the library does not load.
     Check {
         /// Path to the shared library (.so / .dylib / .dll).
-        library: PathBuf,
+        #[arg(required_unless_present = "list_checks")]
+        library: Option<PathBuf>,
         /// TOML file with config tables per plugin (`[source."tolk.wav"]`, `[sink."x.y"]`) and
         /// `[checks] skip = ["name", …]`.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
-        /// List the checks and exit.
+        /// Run only this check (repeat for more; --list-checks shows the names).
+        #[arg(long = "only", value_name = "NAME")]
+        only: Vec<String>,
+        /// Show only the checks that failed or crashed (and the summary line).
+        #[arg(long)]
+        failed: bool,
+        /// List the checks and exit (no library needed).
         #[arg(long)]
         list_checks: bool,
     },
@@ -200,7 +210,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Plugins(args) => match args.command {
             None => list(&args.list, cli.verbose),
             Some(PluginsCommand::List(list_args)) => list(&list_args, cli.verbose),
-            Some(PluginsCommand::Check { library, config, list_checks }) => {
+            Some(PluginsCommand::Check { library, config, only, failed, list_checks }) => {
                 if list_checks {
                     for c in tolk_plugin_api::testing::CHECKS {
                         let kinds: Vec<&str> = c.kinds.iter().map(PluginKind::as_str).collect();
@@ -208,7 +218,9 @@ pub fn run(cli: Cli) -> u8 {
                     }
                     return exit::OK;
                 }
-                check_library(&library, config.as_deref(), cli.verbose)
+                // clap requires the library unless --list-checks is given.
+                let Some(library) = library else { return exit::USAGE };
+                check_library(&library, config.as_deref(), &only, failed, cli.verbose)
             }
             Some(PluginsCommand::Child { what }) => child(what),
         },
@@ -246,7 +258,7 @@ fn list(args: &ListArgs, verbose: u8) -> u8 {
     } else if reg.plugins.is_empty() {
         println!("no plugins found");
     } else {
-        let rows: Vec<[String; 4]> = reg
+        let rows: Vec<[String; 5]> = reg
             .plugins
             .values()
             .map(|e| {
@@ -255,15 +267,16 @@ fn list(args: &ListArgs, verbose: u8) -> u8 {
                     d.id().to_string(),
                     d.kind().to_string(),
                     d.version().to_string(),
+                    d.description().to_string(),
                     e.library.path.display().to_string(),
                 ]
             })
             .collect();
-        let w0 = rows.iter().map(|r| r[0].len()).max().unwrap_or(2).max(2);
-        let w2 = rows.iter().map(|r| r[2].len()).max().unwrap_or(7).max(7);
-        println!("{:<w0$}  {:<6}  {:<w2$}  LIBRARY", "ID", "KIND", "VERSION");
+        let width = |i: usize, min: usize| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(min).max(min);
+        let (w0, w2, w3) = (width(0, 2), width(2, 7), width(3, 11));
+        println!("{:<w0$}  {:<6}  {:<w2$}  {:<w3$}  LIBRARY", "ID", "KIND", "VERSION", "DESCRIPTION");
         for r in rows {
-            println!("{:<w0$}  {:<6}  {:<w2$}  {}", r[0], r[1], r[2], r[3]);
+            println!("{:<w0$}  {:<6}  {:<w2$}  {:<w3$}  {}", r[0], r[1], r[2], r[3], r[4]);
         }
     }
     if verbose > 0 {
@@ -334,19 +347,37 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-fn check_library(library: &Path, config: Option<&Path>, verbose: u8) -> u8 {
-    let config = match config.map(CheckConfig::from_file).transpose() {
+fn check_library(library: &Path, config: Option<&Path>, only: &[String], failed_only: bool, verbose: u8) -> u8 {
+    let mut config = match config.map(CheckConfig::from_file).transpose() {
         Ok(c) => c.unwrap_or_default(),
         Err(e) => {
             eprintln!("error: {e}");
             return exit::USAGE;
         }
     };
+    let names = || tolk_plugin_api::testing::CHECKS.iter().map(|c| c.name);
+    for name in only {
+        if !names().any(|n| n == name) {
+            eprintln!(
+                "error: --only: no check called \"{name}\"{}; --list-checks shows them",
+                crate::util::did_you_mean(name, names())
+            );
+            return exit::USAGE;
+        }
+    }
+    config.only = only.to_vec();
     if !library.is_file() {
         eprintln!("error: {}: no such file", library.display());
         return exit::USAGE;
     }
     match plugin_host::check::run(library, &config, verbose > 0) {
+        Ok(report) if failed_only => {
+            for r in report.results.iter().filter(|r| r.outcome.is_failure()) {
+                println!("{r}");
+            }
+            println!("{}", report.summary());
+            if report.passed() { exit::OK } else { exit::RUNTIME }
+        }
         Ok(report) => {
             println!("{report}");
             if report.passed() { exit::OK } else { exit::RUNTIME }

@@ -31,6 +31,10 @@ fn builtins_are_listed_with_kind_version_and_library() {
         assert!(line.contains("0.1.0"), "{line}");
         assert!(line.ends_with(&path.display().to_string()), "{line}");
     }
+    // Each plugin's description is shown.
+    let tone = r.stdout.lines().find(|l| l.starts_with("tolk.tone ")).unwrap();
+    assert!(tone.contains("  a deterministic sine tone; the template for plugin authors  "), "{tone}");
+    assert!(r.stdout.lines().next().unwrap().contains(" DESCRIPTION "), "{}", r.stdout);
     // The same through --json.
     let r = run(tolk().args(["plugins", "list", "--json"]));
     assert_eq!(r.code, 0);
