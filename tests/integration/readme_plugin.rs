@@ -90,3 +90,44 @@ fn run_sink(plugin_dir: &Path, out: &Path) {
     sink.flush().unwrap();
     sink.stop().unwrap();
 }
+
+/// Builds a plugin crate whose lib.rs exports `exports` (two tone-like sources with the given
+/// ids); returns cargo's stderr, asserting that the build failed.
+fn build_failure(ids: [&str; 2]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let api = root().join("plugin-api");
+    std::fs::write(
+        dir.path().join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"bad-ids\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\ntolk-plugin-api = {{ path = {:?} }}\nserde = {{ version = \"1\", features = [\"derive\"] }}\n",
+            api.display().to_string()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("src")).unwrap();
+    let source = |ty: &str, id: &str| {
+        format!(
+            "pub struct {ty};\nimpl AudioSource for {ty} {{\n    const ID: &'static str = {id:?};\n    const NAME: &'static str = \"x\";\n    const VERSION: &'static str = \"0.1.0\";\n    type Config = Empty;\n    fn new(_: Empty, _: &Host) -> Result<Self, PluginError> {{ Ok({ty}) }}\n    fn format(&self) -> AudioFormat {{ AudioFormat::SESSION }}\n    fn start(&mut self, _: AudioWriter) -> Result<(), PluginError> {{ Ok(()) }}\n}}\n"
+        )
+    };
+    let lib = format!(
+        "use tolk_plugin_api::prelude::*;\n#[derive(Deserialize)]\npub struct Empty {{}}\n{}{}tolk_plugin_api::export_plugins! {{ sources: [FirstSource, SecondSource] }}\n",
+        source("FirstSource", ids[0]),
+        source("SecondSource", ids[1])
+    );
+    std::fs::write(dir.path().join("src/lib.rs"), lib).unwrap();
+    let out = tolk_tests::cargo_build_output(dir.path(), &["--quiet"]);
+    assert!(!out.status.success(), "a bad id compiled");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn the_export_macro_names_the_bad_id_and_its_type() {
+    let err = build_failure(["com.acme.fine", "Com.Acme.Shouty"]);
+    assert!(
+        err.contains("plugin id \"Com.Acme.Shouty\" of source SecondSource is not a lower-case reverse-DNS name"),
+        "{err}"
+    );
+    let err = build_failure(["com.acme.twin", "com.acme.twin"]);
+    assert!(err.contains("two sources share the id \"com.acme.twin\": FirstSource and SecondSource"), "{err}");
+}
