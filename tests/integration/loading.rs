@@ -325,7 +325,7 @@ fn a_library_replaced_on_disk_during_scans_never_crashes_the_host() {
             let mut n = 0usize;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 n += 1;
-                let len = if n % 2 == 0 { whole.len() } else { (n * 7919 * 1024) % whole.len() };
+                let len = if n.is_multiple_of(2) { whole.len() } else { (n * 7919 * 1024) % whole.len() };
                 let tmp = dir.join("incoming.tmp");
                 std::fs::write(&tmp, &whole[..len]).unwrap();
                 std::fs::rename(&tmp, &target).unwrap();

@@ -68,8 +68,8 @@ struct Load {
     filesz: u64,
 }
 
-fn check_elf<'data, Elf: FileHeader<Endian = object::Endianness>>(
-    data: &'data ReadCache<&File>,
+fn check_elf<Elf: FileHeader<Endian = object::Endianness>>(
+    data: &ReadCache<&File>,
     len: u64,
 ) -> Result<Checked, String> {
     let header = Elf::parse(data).map_err(|e| format!("ELF header: {e}"))?;
