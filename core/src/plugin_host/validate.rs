@@ -25,7 +25,7 @@
 //! maps it, at any time (tolk included, in the middle of a run): replace libraries by renaming
 //! a new file over them, as installers do.
 
-use std::{fs::File, path::Path};
+use std::fs::File;
 
 use object::{
     FileKind, ReadCache, ReadRef, elf,
