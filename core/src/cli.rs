@@ -283,6 +283,9 @@ fn list(args: &ListArgs, verbose: u8) -> u8 {
         for (d, o) in &search.dirs {
             eprintln!("searched {} ({o:?})", d.display());
         }
+        if let Some((n, t)) = reg.probe_time {
+            eprintln!("loaded {n} libraries in a probing child process first in {:.2} ms", t.as_secs_f64() * 1e3);
+        }
         for (p, t) in &reg.load_times {
             eprintln!("loaded {} in {:.2} ms", p.display(), t.as_secs_f64() * 1e3);
         }

@@ -58,6 +58,8 @@ pub struct Registry {
     pub skipped: Vec<PathBuf>,
     /// Load time per library.
     pub load_times: Vec<(PathBuf, Duration)>,
+    /// How many libraries were loaded first in a child process, and how long that took.
+    pub probe_time: Option<(usize, Duration)>,
 }
 
 impl Registry {
@@ -81,7 +83,7 @@ impl Registry {
     fn scan(search: &SearchPath, probe_exe: Option<&Path>) -> Registry {
         let mut reg = Registry::default();
         // Open and check every file first, in search order, so that one child probes them all.
-        let mut found: Vec<(Result<handshake::Candidate, LoadError>, bool, Instant)> = Vec::new();
+        let mut found: Vec<(Result<handshake::Candidate, LoadError>, bool)> = Vec::new();
         for (dir, origin) in &search.dirs {
             let libs = match discover::libraries_in(dir) {
                 Ok(libs) => libs,
@@ -93,20 +95,23 @@ impl Registry {
                 }
             };
             for path in libs {
-                let started = Instant::now();
-                found.push((handshake::Candidate::open(&path), *origin == Origin::Default, started));
+                found.push((handshake::Candidate::open(&path), *origin == Origin::Default));
             }
         }
         let crashed = match probe_exe {
             Some(exe) => {
+                let started = Instant::now();
                 let ok: Vec<(usize, &handshake::Candidate)> =
-                    found.iter().enumerate().filter_map(|(i, (c, ..))| c.as_ref().ok().map(|c| (i, c))).collect();
+                    found.iter().enumerate().filter_map(|(i, (c, _))| c.as_ref().ok().map(|c| (i, c))).collect();
                 let list: Vec<&handshake::Candidate> = ok.iter().map(|(_, c)| *c).collect();
-                probe::probe(exe, &list).into_iter().map(|(k, why)| (ok[k].0, why)).collect()
+                let crashed = probe::probe(exe, &list).into_iter().map(|(k, why)| (ok[k].0, why)).collect();
+                reg.probe_time = Some((list.len(), started.elapsed()));
+                crashed
             }
             None => BTreeMap::new(),
         };
-        for (i, (candidate, builtin, started)) in found.into_iter().enumerate() {
+        for (i, (candidate, builtin)) in found.into_iter().enumerate() {
+            let started = Instant::now();
             let loaded = candidate.and_then(|c| match crashed.get(&i) {
                 Some(why) => Err(LoadError::Crashed { path: c.path.clone(), reason: why.clone() }),
                 None => load::load_candidate(c, builtin),
