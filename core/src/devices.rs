@@ -85,6 +85,8 @@ fn list(entry: &PluginEntry, kind: PluginKind, id: &str) -> Result<Vec<DeviceInf
 
 /// Runs `tolk devices`; returns the exit status.
 pub fn run(args: &DevicesArgs) -> u8 {
+    // Listen first, so a SIGTERM at any point ends the command through the shared path.
+    let stop = Shutdown::on_signals();
     for p in &args.paths {
         if !p.is_dir() {
             eprintln!("error: --path {}: not a directory", p.display());
@@ -98,7 +100,7 @@ pub fn run(args: &DevicesArgs) -> u8 {
         eprintln!("warning: {e}");
     }
     match &args.meter {
-        Some(name) => meter(&reg, args, name),
+        Some(name) => meter(&reg, args, name, &stop),
         None => print_list(&reg),
     }
 }
@@ -234,7 +236,7 @@ impl FfiWriter for MeterWriter {
     }
 }
 
-fn meter(reg: &Registry, args: &DevicesArgs, name: &str) -> u8 {
+fn meter(reg: &Registry, args: &DevicesArgs, name: &str, stop: &Shutdown) -> u8 {
     let plugin = args.plugin.clone().unwrap_or_else(|| "tolk.mic".into());
     let Some(entry) = reg.get(PluginKind::Source, &plugin) else {
         eprintln!("error: --plugin: no source plugin with id \"{plugin}\"; `tolk plugins` lists what is installed");
@@ -270,7 +272,6 @@ fn meter(reg: &Registry, args: &DevicesArgs, name: &str) -> u8 {
         failed: Arc::default(),
         channels: usize::from(format.channels),
     };
-    let stop = Shutdown::on_signals();
     if let Err(e) = source.start(FfiWriter_TO::from_ptr(RArc::new(writer.clone()), TD_Opaque)) {
         eprintln!("error: {plugin}: {e}");
         return exit::RUNTIME;

@@ -94,6 +94,8 @@ fn print_errors(config: &Config, errors: &[config::ConfigError], reg: &Registry,
 
 /// `tolk run`.
 pub fn run(args: &RunArgs) -> u8 {
+    // Listen first: a SIGTERM while the plugins load must end the run cleanly, not kill it.
+    let shutdown = Shutdown::on_signals();
     let (config, registry, _) = match load(&args.config, args.verbose) {
         Ok(x) => x,
         Err(code) => return code,
@@ -105,7 +107,6 @@ pub fn run(args: &RunArgs) -> u8 {
             return exit::RUNTIME;
         }
     };
-    let shutdown = Shutdown::on_signals();
     let translated = config.routes.iter().any(|r| r.to.iter().any(|l| l != FLOOR));
     let mut server = None;
     let engine = if translated {

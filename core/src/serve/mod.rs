@@ -256,6 +256,7 @@ pub fn run_foreground(options: ServeOptions) -> u8 {
             return crate::exit::RUNTIME;
         }
     };
+    let shutdown = crate::shutdown::Shutdown::on_signals();
     rt.block_on(async move {
         let server = match Server::bind(options).await {
             Ok(s) => s,
@@ -270,7 +271,7 @@ pub fn run_foreground(options: ServeOptions) -> u8 {
             let _ = writeln!(out, "tolk serve: listening on ws://{}", server.local_addr());
             let _ = out.flush();
         }
-        server.run_until(crate::shutdown::Shutdown::on_signals().reached(crate::shutdown::Level::Graceful)).await;
+        server.run_until(shutdown.reached(crate::shutdown::Level::Graceful)).await;
         crate::exit::OK
     })
 }
