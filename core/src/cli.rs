@@ -1,5 +1,5 @@
-//! The command line: clap definitions and one function per subcommand. Each returns an
-//! [`ExitCode`]-like status: 0 ok, 1 runtime failure, 2 usage, configuration or plugin-load
+//! The command line: clap definitions and one function per subcommand. Each returns an exit
+//! status from [`crate::exit`]: 0 ok, 1 runtime failure, 2 usage, configuration or plugin-load
 //! error. Errors are printed one per line on stderr.
 
 use std::path::{Path, PathBuf};
@@ -8,16 +8,9 @@ use clap::{Args, Parser, Subcommand};
 use tolk_plugin_api::PluginKind;
 
 use crate::{
-    config,
+    config, exit,
     plugin_host::{self, Registry, SearchPath, check::CheckConfig},
 };
-
-/// Exit status: success.
-pub const EXIT_OK: u8 = 0;
-/// Exit status: something failed at run time.
-pub const EXIT_RUNTIME: u8 = 1;
-/// Exit status: bad usage, configuration or plugin library.
-pub const EXIT_USAGE: u8 = 2;
 
 /// tolk — a live speech interpretation router.
 ///
@@ -129,7 +122,8 @@ pub struct ListArgs {
 /// `tolk plugins …` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum PluginsCommand {
-    /// List plugins found on the search path: id, kind, version, library (the default).
+    /// List plugins found on the search path: id, kind, version, description, library (the
+    /// default).
     ///
     /// The search path is --path, then TOLK_PLUGIN_PATH (':'-separated), then tolk's own
     /// directories next to the binary. Libraries that fail to load are reported after the
@@ -139,16 +133,25 @@ pub enum PluginsCommand {
     /// crash is reported as `crashed` rather than taking the checker down.
     ///
     /// Plugins are configured with their example config unless --config gives a table for
-    /// them. Exit status 0 when nothing failed or crashed, 1 otherwise, 2 when the library
-    /// does not load.
+    /// them. Without --config, relative paths in the configs resolve against a scratch check
+    /// directory that holds `speech.wav` (3 s of generated speech-like audio, 24 kHz mono
+    /// 16-bit) for example configs that read a file. Exit status 0 when nothing failed or
+    /// crashed, 1 otherwise, 2 when the library does not load.
     Check {
         /// Path to the shared library (.so / .dylib / .dll).
-        library: PathBuf,
+        #[arg(required_unless_present = "list_checks")]
+        library: Option<PathBuf>,
         /// TOML file with config tables per plugin (`[source."tolk.wav"]`, `[sink."x.y"]`) and
         /// `[checks] skip = ["name", …]`.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
-        /// List the checks and exit.
+        /// Run only this check (repeat for more; --list-checks shows the names).
+        #[arg(long = "only", value_name = "NAME")]
+        only: Vec<String>,
+        /// Show only the checks that failed or crashed (and the summary line).
+        #[arg(long)]
+        failed: bool,
+        /// List the checks and exit (no library needed).
         #[arg(long)]
         list_checks: bool,
     },
@@ -159,9 +162,12 @@ pub enum PluginsCommand {
     },
 }
 
-/// The hidden child side of `tolk plugins check`.
+/// The hidden child side of `tolk plugins check` and of the load probe.
 #[derive(Debug, Subcommand)]
 pub enum ChildCommand {
+    Probe {
+        files: Vec<PathBuf>,
+    },
     Describe {
         library: PathBuf,
         #[arg(long)]
@@ -204,15 +210,17 @@ pub fn run(cli: Cli) -> u8 {
         Command::Plugins(args) => match args.command {
             None => list(&args.list, cli.verbose),
             Some(PluginsCommand::List(list_args)) => list(&list_args, cli.verbose),
-            Some(PluginsCommand::Check { library, config, list_checks }) => {
+            Some(PluginsCommand::Check { library, config, only, failed, list_checks }) => {
                 if list_checks {
                     for c in tolk_plugin_api::testing::CHECKS {
                         let kinds: Vec<&str> = c.kinds.iter().map(PluginKind::as_str).collect();
                         println!("{:<24} [{}] {}", c.name, kinds.join(","), c.description);
                     }
-                    return EXIT_OK;
+                    return exit::OK;
                 }
-                check_library(&library, config.as_deref(), cli.verbose)
+                // clap requires the library unless --list-checks is given.
+                let Some(library) = library else { return exit::USAGE };
+                check_library(&library, config.as_deref(), &only, failed, cli.verbose)
             }
             Some(PluginsCommand::Child { what }) => child(what),
         },
@@ -233,11 +241,11 @@ fn list(args: &ListArgs, verbose: u8) -> u8 {
     for p in &args.paths {
         if !p.is_dir() {
             eprintln!("error: --path {}: not a directory", p.display());
-            return EXIT_USAGE;
+            return exit::USAGE;
         }
     }
     search.dirs.retain(|(d, _)| d.is_dir());
-    let reg = Registry::discover(&search);
+    let reg = Registry::discover_probed(&search);
     if args.json {
         for e in reg.plugins.values() {
             let d = &e.descriptor;
@@ -250,7 +258,7 @@ fn list(args: &ListArgs, verbose: u8) -> u8 {
     } else if reg.plugins.is_empty() {
         println!("no plugins found");
     } else {
-        let rows: Vec<[String; 4]> = reg
+        let rows: Vec<[String; 5]> = reg
             .plugins
             .values()
             .map(|e| {
@@ -259,20 +267,24 @@ fn list(args: &ListArgs, verbose: u8) -> u8 {
                     d.id().to_string(),
                     d.kind().to_string(),
                     d.version().to_string(),
+                    d.description().to_string(),
                     e.library.path.display().to_string(),
                 ]
             })
             .collect();
-        let w0 = rows.iter().map(|r| r[0].len()).max().unwrap_or(2).max(2);
-        let w2 = rows.iter().map(|r| r[2].len()).max().unwrap_or(7).max(7);
-        println!("{:<w0$}  {:<6}  {:<w2$}  LIBRARY", "ID", "KIND", "VERSION");
+        let width = |i: usize, min: usize| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(min).max(min);
+        let (w0, w2, w3) = (width(0, 2), width(2, 7), width(3, 11));
+        println!("{:<w0$}  {:<6}  {:<w2$}  {:<w3$}  LIBRARY", "ID", "KIND", "VERSION", "DESCRIPTION");
         for r in rows {
-            println!("{:<w0$}  {:<6}  {:<w2$}  {}", r[0], r[1], r[2], r[3]);
+            println!("{:<w0$}  {:<6}  {:<w2$}  {:<w3$}  {}", r[0], r[1], r[2], r[3], r[4]);
         }
     }
     if verbose > 0 {
         for (d, o) in &search.dirs {
             eprintln!("searched {} ({o:?})", d.display());
+        }
+        if let Some((n, t)) = reg.probe_time {
+            eprintln!("loaded {n} libraries in a probing child process first in {:.2} ms", t.as_secs_f64() * 1e3);
         }
         for (p, t) in &reg.load_times {
             eprintln!("loaded {} in {:.2} ms", p.display(), t.as_secs_f64() * 1e3);
@@ -287,18 +299,14 @@ fn list(args: &ListArgs, verbose: u8) -> u8 {
     for e in &reg.errors {
         print_load_error(e, verbose);
     }
-    if reg.errors.is_empty() { EXIT_OK } else { EXIT_USAGE }
+    if reg.errors.is_empty() { exit::OK } else { exit::USAGE }
 }
 
 fn check(path: &Path, verbose: u8) -> u8 {
-    let (config, mut errors) = config::parse(path);
-    let reg = crate::run::discover(&config);
-    let plugins = config::check_plugins(&config, &reg);
-    errors.extend(plugins.errors);
-    crate::run::print_warnings(&config, &plugins.warnings);
-    if crate::run::print_errors(&config, &errors, &reg, verbose) {
-        return EXIT_USAGE;
-    }
+    let (config, _, plugins) = match crate::run::load(path, verbose) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
     let routes: usize = config.routes.iter().map(|r| r.to.len()).sum();
     let count = |k: PluginKind| plugins.instances.iter().filter(|(kind, _)| *kind == k).count();
     println!(
@@ -335,54 +343,76 @@ fn check(path: &Path, verbose: u8) -> u8 {
             if config.run.prices_known { "" } else { "; prices of gpt-realtime assumed for this model" }
         );
     }
-    EXIT_OK
+    exit::OK
 }
 
 fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-fn check_library(library: &Path, config: Option<&Path>, verbose: u8) -> u8 {
-    let config = match config.map(CheckConfig::from_file).transpose() {
+fn check_library(library: &Path, config: Option<&Path>, only: &[String], failed_only: bool, verbose: u8) -> u8 {
+    let mut config = match config.map(CheckConfig::from_file).transpose() {
         Ok(c) => c.unwrap_or_default(),
         Err(e) => {
             eprintln!("error: {e}");
-            return EXIT_USAGE;
+            return exit::USAGE;
         }
     };
+    let names = || tolk_plugin_api::testing::CHECKS.iter().map(|c| c.name);
+    for name in only {
+        if !names().any(|n| n == name) {
+            eprintln!(
+                "error: --only: no check called \"{name}\"{}; --list-checks shows them",
+                crate::util::did_you_mean(name, names())
+            );
+            return exit::USAGE;
+        }
+    }
+    config.only = only.to_vec();
     if !library.is_file() {
         eprintln!("error: {}: no such file", library.display());
-        return EXIT_USAGE;
+        return exit::USAGE;
     }
     match plugin_host::check::run(library, &config, verbose > 0) {
+        Ok(report) if failed_only => {
+            for r in report.results.iter().filter(|r| r.outcome.is_failure()) {
+                println!("{r}");
+            }
+            println!("{}", report.summary());
+            if report.passed() { exit::OK } else { exit::RUNTIME }
+        }
         Ok(report) => {
             println!("{report}");
-            if report.passed() { EXIT_OK } else { EXIT_RUNTIME }
+            if report.passed() { exit::OK } else { exit::RUNTIME }
         }
         Err(e) => {
             eprintln!("error: {e}");
-            EXIT_USAGE
+            exit::USAGE
         }
     }
 }
 
 fn child(what: ChildCommand) -> u8 {
     match what {
+        ChildCommand::Probe { files } => {
+            plugin_host::probe::child(&files);
+            exit::OK
+        }
         ChildCommand::Describe { library, full_report } => {
             match plugin_host::check::child_describe(&library, full_report) {
-                Ok(()) => EXIT_OK,
+                Ok(()) => exit::OK,
                 Err(e) => {
                     eprintln!("error: {e}");
-                    EXIT_USAGE
+                    exit::USAGE
                 }
             }
         }
         ChildCommand::Check { library, kind, id, check, config_dir } => {
             match plugin_host::check::child_check(&library, &kind, &id, &check, &config_dir) {
-                Ok(()) => EXIT_OK,
+                Ok(()) => exit::OK,
                 Err(e) => {
                     eprintln!("error: {e}");
-                    EXIT_USAGE
+                    exit::USAGE
                 }
             }
         }

@@ -29,8 +29,9 @@ use tolk_plugin_api::{
 };
 
 use crate::{
-    cli::{EXIT_OK, EXIT_RUNTIME, EXIT_USAGE},
+    exit,
     plugin_host::{HostServices, PluginEntry, Registry, SearchPath},
+    shutdown::{Level, Shutdown},
 };
 
 /// What `tolk devices` was asked for.
@@ -84,20 +85,22 @@ fn list(entry: &PluginEntry, kind: PluginKind, id: &str) -> Result<Vec<DeviceInf
 
 /// Runs `tolk devices`; returns the exit status.
 pub fn run(args: &DevicesArgs) -> u8 {
+    // Listen first, so a SIGTERM at any point ends the command through the shared path.
+    let stop = Shutdown::on_signals();
     for p in &args.paths {
         if !p.is_dir() {
             eprintln!("error: --path {}: not a directory", p.display());
-            return EXIT_USAGE;
+            return exit::USAGE;
         }
     }
     let mut search = SearchPath::new(&args.paths);
     search.dirs.retain(|(d, _)| d.is_dir());
-    let reg = Registry::discover(&search);
+    let reg = Registry::discover_probed(&search);
     for e in &reg.errors {
         eprintln!("warning: {e}");
     }
     match &args.meter {
-        Some(name) => meter(&reg, args, name),
+        Some(name) => meter(&reg, args, name, &stop),
         None => print_list(&reg),
     }
 }
@@ -108,7 +111,7 @@ fn print_list(reg: &Registry) -> u8 {
         eprintln!(
             "error: no installed plugin lists devices (capability {CAPABILITY}); `tolk plugins` shows what is installed"
         );
-        return EXIT_RUNTIME;
+        return exit::RUNTIME;
     }
     let mut failed = false;
     for p in &all {
@@ -128,7 +131,7 @@ fn print_list(reg: &Registry) -> u8 {
         }
     }
     println!("(* = default; use the name, a unique part of it, or \"default\" in `device = \"…\"`)");
-    if failed { EXIT_RUNTIME } else { EXIT_OK }
+    if failed { exit::RUNTIME } else { exit::OK }
 }
 
 /// Level statistics over a window and over the whole run, fed by the meter's writer.
@@ -233,30 +236,15 @@ impl FfiWriter for MeterWriter {
     }
 }
 
-/// Sets the returned flag on Ctrl-C (a one-thread tokio runtime on its own thread: tokio is
-/// confined to signals here).
-fn ctrl_c_flag() -> Arc<AtomicBool> {
-    let flag = Arc::new(AtomicBool::new(false));
-    let f = Arc::clone(&flag);
-    let _ = std::thread::Builder::new().name("tolk-signals".into()).spawn(move || {
-        if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build()
-            && rt.block_on(tokio::signal::ctrl_c()).is_ok()
-        {
-            f.store(true, Ordering::Release);
-        }
-    });
-    flag
-}
-
-fn meter(reg: &Registry, args: &DevicesArgs, name: &str) -> u8 {
+fn meter(reg: &Registry, args: &DevicesArgs, name: &str, stop: &Shutdown) -> u8 {
     let plugin = args.plugin.clone().unwrap_or_else(|| "tolk.mic".into());
     let Some(entry) = reg.get(PluginKind::Source, &plugin) else {
         eprintln!("error: --plugin: no source plugin with id \"{plugin}\"; `tolk plugins` lists what is installed");
-        return EXIT_USAGE;
+        return exit::USAGE;
     };
     if !entry.descriptor.capabilities().any(|c| c == CAPABILITY) {
         eprintln!("error: --plugin: {plugin} does not open devices (no capability {CAPABILITY})");
-        return EXIT_USAGE;
+        return exit::USAGE;
     }
     let config = format!("device = {}\n", toml::Value::String(name.to_string()));
     let host = HostServices {
@@ -268,14 +256,14 @@ fn meter(reg: &Registry, args: &DevicesArgs, name: &str) -> u8 {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {plugin}: {e}");
-            return EXIT_USAGE;
+            return exit::USAGE;
         }
     };
     let format = match source.format() {
         Ok(f) => f,
         Err(e) => {
             eprintln!("error: {plugin}: {e}");
-            return EXIT_RUNTIME;
+            return exit::RUNTIME;
         }
     };
     let writer = MeterWriter {
@@ -284,16 +272,15 @@ fn meter(reg: &Registry, args: &DevicesArgs, name: &str) -> u8 {
         failed: Arc::default(),
         channels: usize::from(format.channels),
     };
-    let stop = ctrl_c_flag();
     if let Err(e) = source.start(FfiWriter_TO::from_ptr(RArc::new(writer.clone()), TD_Opaque)) {
         eprintln!("error: {plugin}: {e}");
-        return EXIT_RUNTIME;
+        return exit::RUNTIME;
     }
     eprintln!("metering {name:?} ({format}); Ctrl-C stops");
     let started = Instant::now();
     let limit = (args.seconds > 0.0).then(|| Duration::from_secs_f64(args.seconds));
     let mut err = std::io::stderr();
-    while !stop.load(Ordering::Acquire)
+    while stop.level() == Level::Running
         && !writer.closed.load(Ordering::Acquire)
         && limit.is_none_or(|l| started.elapsed() < l)
     {
@@ -311,13 +298,13 @@ fn meter(reg: &Registry, args: &DevicesArgs, name: &str) -> u8 {
     println!("{name}: peak {peak:.1} dBFS, rms {rms:.1} dBFS over {secs:.1} s");
     if let Some(e) = writer.failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
         eprintln!("error: {plugin}: {e}");
-        return EXIT_RUNTIME;
+        return exit::RUNTIME;
     }
     if let Err(e) = stopped {
         eprintln!("error: {plugin}: {e}");
-        return EXIT_RUNTIME;
+        return exit::RUNTIME;
     }
-    EXIT_OK
+    exit::OK
 }
 
 #[cfg(test)]

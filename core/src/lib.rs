@@ -13,14 +13,25 @@
 //!
 //! ## Layout
 //!
-//! - [`cli`]: the `tolk` command line (clap) and one function per subcommand; exit codes
-//!   0 ok, 1 runtime failure, 2 usage/config/plugin-load error.
+//! - [`cli`]: the `tolk` command line (clap) and one function per subcommand.
+//! - [`exit`]: the exit statuses every command returns: 0 ok, 1 runtime failure, 2
+//!   usage/config/plugin-load error.
 //! - [`config`]: TOML → raw serde structs → validated [`config::Config`], every error one line
-//!   with file and key path, all collected.
-//! - [`plugin_host`]: discovery, handshake, loading, guarded instances, the out-of-process
+//!   with file and key path, all collected; plugin references checked against the registry.
+//! - [`plugin_host`]: discovery, the file check before loading and the load probe in a child
+//!   process, the version handshake, loading, guarded instances, the out-of-process
 //!   conformance runner.
+//! - [`run`]: `tolk run` and the load path it shares with `tolk check`.
+//! - [`router`]: sources → per-language Realtime sessions → sinks, with lanes, gating, relays,
+//!   metrics and cost.
 //! - [`realtime`]: the Realtime protocol client — GA, Translation API and legacy preview
 //!   codecs over one session model; one [`realtime::SessionHandle`] per route.
+//! - [`serve`]: `tolk serve`, tolk's own Realtime-compatible server on a deterministic test
+//!   engine (also the engine of `provider = "local"`).
+//! - [`devices`]: `tolk devices`, listing and metering through device plugins.
+//! - [`audio`]: sample conversion, channel mixing and resampling.
+//! - [`shutdown`]: the one shutdown signal (Ctrl-C, SIGTERM) every command uses.
+//! - [`logging`]: the tracing subscriber behind `-v`/`-q` and `TOLK_LOG`.
 //! - [`util`]: edit distance for "did you mean".
 //!
 //! Plugin code runs only on threads the host owns (or the plugin's own), never inside an
@@ -30,6 +41,7 @@ pub mod audio;
 pub mod cli;
 pub mod config;
 pub mod devices;
+pub mod exit;
 pub mod logging;
 pub mod plugin_host;
 pub mod realtime;
@@ -46,7 +58,7 @@ pub fn main_with_args() -> u8 {
     let cli = match cli::Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() { cli::EXIT_USAGE } else { cli::EXIT_OK };
+            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
             let _ = e.print();
             return code;
         }

@@ -16,8 +16,8 @@ use std::{
 };
 
 use crate::{
-    cli::{EXIT_OK, EXIT_RUNTIME, EXIT_USAGE},
     config::{self, Config, FLOOR, Provider},
+    exit,
     plugin_host::{Registry, SearchPath},
     router::{self, EngineTarget, Outcome, RunOptions, metrics::RunStats},
     shutdown::Shutdown,
@@ -40,31 +40,34 @@ pub struct RunArgs {
     pub verbose: u8,
 }
 
-/// Loads `path` and its plugins; prints problems; `Err(exit status)` when it cannot run.
-pub fn load(path: &Path, verbose: u8) -> Result<(Config, Registry), u8> {
-    let (config, mut errors) = config::parse(path);
+/// Loads `path` and its plugins and checks every plugin reference and table; prints every
+/// warning and error (`tolk check` and `tolk run` print the same, in the same order and
+/// words); `Err(exit status)` when it cannot run.
+pub fn load(path: &Path, verbose: u8) -> Result<(Config, Registry, config::PluginCheck), u8> {
+    let (config, config_errors) = config::parse(path);
     let reg = discover(&config);
-    if errors.is_empty() {
-        let plugins = config::check_plugins(&config, &reg);
-        errors.extend(plugins.errors);
-        print_warnings(&config, &plugins.warnings);
-    }
+    // Plugins are checked even after config errors, so one pass shows everything to fix. A
+    // library that failed to load comes first: it explains the plugins found missing.
+    let plugins = config::check_plugins(&config, &reg);
+    let errors: Vec<config::ConfigError> =
+        plugins.load_errors.iter().chain(&config_errors).chain(&plugins.errors).cloned().collect();
+    print_warnings(&config, &plugins.warnings);
     if print_errors(&config, &errors, &reg, verbose) {
-        return Err(EXIT_USAGE);
+        return Err(exit::USAGE);
     }
-    Ok((config, reg))
+    Ok((config, reg, plugins))
 }
 
 /// The plugins found in `config`'s plugin directories that exist (what `tolk check` and `tolk
 /// run` load).
-pub(crate) fn discover(config: &Config) -> Registry {
+fn discover(config: &Config) -> Registry {
     let mut search = SearchPath::new(&config.plugin_dirs);
     search.dirs.retain(|(d, _)| d.is_dir());
-    Registry::discover(&search)
+    Registry::discover_probed(&search)
 }
 
 /// Prints the configuration's warnings and then `more`.
-pub(crate) fn print_warnings(config: &Config, more: &[String]) {
+fn print_warnings(config: &Config, more: &[String]) {
     for w in config.warnings.iter().chain(more) {
         eprintln!("warning: {w}");
     }
@@ -72,7 +75,7 @@ pub(crate) fn print_warnings(config: &Config, more: &[String]) {
 
 /// Prints `errors` (with the plugin-load details when `verbose`) and their count; true when
 /// there were any.
-pub(crate) fn print_errors(config: &Config, errors: &[config::ConfigError], reg: &Registry, verbose: u8) -> bool {
+fn print_errors(config: &Config, errors: &[config::ConfigError], reg: &Registry, verbose: u8) -> bool {
     if errors.is_empty() {
         return false;
     }
@@ -93,7 +96,9 @@ pub(crate) fn print_errors(config: &Config, errors: &[config::ConfigError], reg:
 
 /// `tolk run`.
 pub fn run(args: &RunArgs) -> u8 {
-    let (config, registry) = match load(&args.config, args.verbose) {
+    // Listen first: a SIGTERM while the plugins load must end the run cleanly, not kill it.
+    let shutdown = Shutdown::on_signals();
+    let (config, registry, _) = match load(&args.config, args.verbose) {
         Ok(x) => x,
         Err(code) => return code,
     };
@@ -101,14 +106,9 @@ pub fn run(args: &RunArgs) -> u8 {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return EXIT_RUNTIME;
+            return exit::RUNTIME;
         }
     };
-    let shutdown = Shutdown::new();
-    {
-        let _guard = rt.enter();
-        shutdown.listen_for_signals();
-    }
     let translated = config.routes.iter().any(|r| r.to.iter().any(|l| l != FLOOR));
     let mut server = None;
     let engine = if translated {
@@ -119,7 +119,7 @@ pub fn run(args: &RunArgs) -> u8 {
             }
             Err(msg) => {
                 eprintln!("error: {}: {msg}", config.file);
-                return EXIT_USAGE;
+                return exit::USAGE;
             }
         }
     } else {
@@ -138,7 +138,7 @@ pub fn run(args: &RunArgs) -> u8 {
             for e in errors {
                 eprintln!("error: {}: {e}", config.file);
             }
-            return EXIT_RUNTIME;
+            return exit::RUNTIME;
         }
     };
     print_summary(&config, &outcome);
@@ -192,7 +192,7 @@ pub fn print_summary(config: &Config, outcome: &Outcome) {
     println!(
         "{}: {} in {:.1} s — {} route{}, cost ${:.4}{}",
         config.file,
-        if outcome.exit == EXIT_OK { "done" } else { "finished with problems" },
+        if outcome.exit == exit::OK { "done" } else { "finished with problems" },
         stats.started.elapsed().as_secs_f64(),
         stats.routes.len(),
         if stats.routes.len() == 1 { "" } else { "s" },

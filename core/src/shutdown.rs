@@ -1,5 +1,6 @@
 //! One shutdown signal, fanned out (mini-redis shape): Ctrl-C and SIGTERM set it, and every
-//! thread and task of a run looks at it.
+//! thread and task of a command looks at it. [`Shutdown::on_signals`] is the one place where
+//! tolk handles signals, for every command (`run`, `serve`, `devices`).
 //!
 //! Two levels: the first signal asks for a **graceful** end (sources stop, pending
 //! translations finish, sinks drain and close their files); a second one asks to end **now**
@@ -63,38 +64,71 @@ impl Shutdown {
         let _ = rx.wait_for(|l| *l >= level).await;
     }
 
-    /// Listens for Ctrl-C and SIGTERM on the current tokio runtime: the first raises the
-    /// level to [`Level::Graceful`], the next to [`Level::Now`].
-    pub fn listen_for_signals(&self) {
-        let this = self.clone();
-        tokio::spawn(async move {
-            #[cfg(unix)]
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            loop {
-                #[cfg(unix)]
-                let term_recv = async {
-                    match term.as_mut() {
-                        Some(t) => {
-                            t.recv().await;
-                        }
-                        None => std::future::pending::<()>().await,
+    /// The process's shutdown signal, raised by Ctrl-C and SIGTERM: the one shutdown path
+    /// of every command (`run`, `serve`, `devices`). The first call starts the listener on a
+    /// thread of its own (a one-thread tokio runtime confined to signals, so it works whether
+    /// or not the caller has a runtime); every call returns the same signal. The first signal
+    /// raises it to [`Level::Graceful`], the next to [`Level::Now`].
+    pub fn on_signals() -> Shutdown {
+        static PROCESS: std::sync::OnceLock<Shutdown> = std::sync::OnceLock::new();
+        PROCESS
+            .get_or_init(|| {
+                let shutdown = Shutdown::new();
+                let this = shutdown.clone();
+                let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+                let spawned = std::thread::Builder::new().name("tolk-signals".into()).spawn(move || {
+                    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                        Ok(rt) => rt.block_on(listen(this, ready_tx)),
+                        Err(e) => tracing::warn!("cannot listen for Ctrl-C and SIGTERM: {e}"),
                     }
-                };
-                #[cfg(not(unix))]
-                let term_recv = std::future::pending::<()>();
-                tokio::select! {
-                    r = tokio::signal::ctrl_c() => { if r.is_err() { return; } }
-                    _ = term_recv => {}
+                });
+                // Wait until the handlers are installed, so that a signal sent right after
+                // start-up is never lost to the default action.
+                if spawned.is_ok() {
+                    let _ = ready_rx.recv_timeout(std::time::Duration::from_secs(2));
                 }
-                let next = if this.level() == Level::Running { Level::Graceful } else { Level::Now };
-                if next == Level::Graceful {
-                    tracing::warn!("stopping: finishing pending translations (press Ctrl-C again to stop now)");
-                } else {
-                    tracing::warn!("stopping now");
-                }
-                this.raise(next);
+                shutdown
+            })
+            .clone()
+    }
+}
+
+/// The next delivery of `signal`; never, when it could not be registered.
+#[cfg(unix)]
+async fn recv(signal: Option<&mut tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+async fn listen(this: Shutdown, ready: std::sync::mpsc::Sender<()>) {
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    #[cfg(unix)]
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
+    let _ = ready.send(());
+    loop {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = recv(term.as_mut()) => {}
+                _ = recv(int.as_mut()) => {}
             }
-        });
+        }
+        #[cfg(not(unix))]
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        let next = if this.level() == Level::Running { Level::Graceful } else { Level::Now };
+        if next == Level::Graceful {
+            tracing::warn!("stopping: finishing what is in flight (press Ctrl-C again to stop now)");
+        } else {
+            tracing::warn!("stopping now");
+        }
+        this.raise(next);
     }
 }
 

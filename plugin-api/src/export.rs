@@ -15,7 +15,8 @@
 /// emits tolk's version header, abi_stable's root module and the constructors; you write no
 /// `unsafe` and no `extern`, and need no direct `abi_stable` dependency. It also checks at
 /// compile time that every id is a lower-case reverse-DNS name and that no two plugins of the
-/// same kind share one.
+/// same kind share one; its error names the id and the type. (The reserved prefix `tolk.` is
+/// refused by tolk when it loads a library from outside its own plugin directory.)
 ///
 /// Two build rules follow from what the macro emits:
 /// - the crate must be a `cdylib` (`[lib] crate-type = ["cdylib"]`);
@@ -102,9 +103,9 @@ macro_rules! export_plugins {
             }
 
             const _: () = $crate::__private::check_ids(&[
-                $($((0u8, <$source as $crate::AudioSource>::ID),)*)?
-                $($((1u8, <$prompt as $crate::PromptProvider>::ID),)*)?
-                $($((2u8, <$sink as $crate::OutputSink>::ID),)*)?
+                $($((0u8, <$source as $crate::AudioSource>::ID, stringify!($source)),)*)?
+                $($((1u8, <$prompt as $crate::PromptProvider>::ID, stringify!($prompt)),)*)?
+                $($((2u8, <$sink as $crate::OutputSink>::ID, stringify!($sink)),)*)?
             ]);
 
             /// tolk's version header, read before anything else (see `ffi::header`).
@@ -124,25 +125,64 @@ macro_rules! export_plugins {
 }
 
 /// Compile-time checks on a library's ids: each is a valid reverse-DNS id, and no two plugins of
-/// the same kind share one. Panics (a compile error in const context) otherwise.
+/// the same kind share one. Each entry is (kind: 0 source, 1 prompt, 2 sink; id; type name).
+/// Panics (a compile error in const context) with a message naming the id and the type.
 #[doc(hidden)]
-pub const fn check_ids(ids: &[(u8, &str)]) {
+pub const fn check_ids(ids: &[(u8, &str, &str)]) {
     let mut i = 0;
     while i < ids.len() {
-        if !crate::is_valid_id(ids[i].1) {
-            panic!(
-                "a plugin id is not a lower-case reverse-DNS name (like \"com.acme.glossary\": \
-                 labels of a-z, 0-9 and '-', separated by dots, at least two labels)"
-            );
+        let (kind, id, ty) = ids[i];
+        if !crate::is_valid_id(id) {
+            fail(&[
+                "plugin id \"",
+                id,
+                "\" of ",
+                kind_name(kind),
+                " ",
+                ty,
+                " is not a lower-case reverse-DNS name (like \"com.acme.glossary\": labels of a-z, 0-9 \
+                 and '-', separated by dots, at least two labels)",
+            ]);
         }
         let mut j = i + 1;
         while j < ids.len() {
-            if ids[i].0 == ids[j].0 && str_eq(ids[i].1, ids[j].1) {
-                panic!("two plugins of the same kind in this library share an id");
+            if kind == ids[j].0 && str_eq(id, ids[j].1) {
+                fail(&["two ", kind_name(kind), "s share the id \"", id, "\": ", ty, " and ", ids[j].2]);
             }
             j += 1;
         }
         i += 1;
+    }
+}
+
+const fn kind_name(kind: u8) -> &'static str {
+    match kind {
+        0 => "source",
+        1 => "prompt",
+        _ => "sink",
+    }
+}
+
+/// Panics with `parts` joined (at most 512 bytes: ids and type names are short).
+const fn fail(parts: &[&str]) -> ! {
+    const CAP: usize = 512;
+    let mut buf = [0u8; CAP];
+    let mut n = 0;
+    let mut p = 0;
+    while p < parts.len() {
+        let bytes = parts[p].as_bytes();
+        let mut k = 0;
+        while k < bytes.len() && n < CAP {
+            buf[n] = bytes[k];
+            n += 1;
+            k += 1;
+        }
+        p += 1;
+    }
+    match core::str::from_utf8(buf.split_at(n).0) {
+        Ok(msg) => panic!("{}", msg),
+        // Only when the cap split a character.
+        Err(_) => panic!("a plugin id is invalid or shared (message too long to show)"),
     }
 }
 

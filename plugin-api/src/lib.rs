@@ -76,14 +76,34 @@ pub use types::{
     PromptRequest, SampleFormat, Samples, TextEvent, TextRole,
 };
 
-/// Re-exported so plugin configs can `#[derive(Deserialize)]` without their own serde line
-/// (a direct `serde` dependency works as well).
+/// Re-exported for the prelude's `Deserialize`. serde's derive expands to code that names the
+/// `serde` crate itself, so a plugin crate deriving `Deserialize` needs its own `serde`
+/// dependency (`serde = { version = "1", features = ["derive"] }`, as in the README), or
+/// `#[serde(crate = "tolk_plugin_api::serde")]` on each derived type.
 pub use serde;
 
-/// ABI major version this crate speaks. A host loads a plugin only when the majors match.
-pub const ABI_MAJOR: u16 = 1;
-/// ABI minor version this crate speaks. A host loads a plugin whose minor is at most its own.
-pub const ABI_MINOR: u16 = 0;
+/// ABI major version this crate speaks: the crate's major version (`CARGO_PKG_VERSION_MAJOR`),
+/// so bumping `version` in Cargo.toml is all it takes. A host loads a plugin only when the
+/// majors match.
+pub const ABI_MAJOR: u16 = parse_u16(env!("CARGO_PKG_VERSION_MAJOR"));
+/// ABI minor version this crate speaks: the crate's minor version (`CARGO_PKG_VERSION_MINOR`).
+/// A host loads a plugin whose minor is at most its own.
+pub const ABI_MINOR: u16 = parse_u16(env!("CARGO_PKG_VERSION_MINOR"));
+
+/// A decimal `u16` at compile time (for the version parts above; anything else fails the build).
+const fn parse_u16(s: &str) -> u16 {
+    let b = s.as_bytes();
+    assert!(!b.is_empty(), "empty version number");
+    let mut v: u32 = 0;
+    let mut i = 0;
+    while i < b.len() {
+        assert!(b[i].is_ascii_digit(), "version number is not decimal");
+        v = v * 10 + (b[i] - b'0') as u32;
+        assert!(v <= u16::MAX as u32, "version number does not fit in u16");
+        i += 1;
+    }
+    v as u16
+}
 /// The version of this crate, written into every plugin's header.
 pub const API_VERSION: &str = env!("CARGO_PKG_VERSION");
 

@@ -13,6 +13,17 @@ use crate::{Host, PluginError, Prompt, PromptRequest};
 ///
 /// Calls come from the host's control thread, never from an audio thread; a provider may
 /// block (e.g. on a network fetch) for up to 2 s per call.
+///
+/// # The target language line
+///
+/// tolk's own engine (`tolk serve`, and `provider = "local"` in a config: the demo, the tests,
+/// anyone trying tolk without a key) answers in the language it reads from the instructions:
+/// a line `Target language: <tag>` (a BCP-47 tag, e.g. `Target language: pt-BR`) wins; without
+/// one, the first "into <Name>" with a known English language name ("…from English into
+/// Spanish…"); without either, `und`, and every language of such a run looks alike. Put a line
+/// `Target language: <tag>` with `request.target_language()` in every prompt you return (the built-in
+/// `tolk.interpreter` does). The real services ignore the line's form and simply read it as
+/// part of the instructions.
 pub trait PromptProvider: Sized + Send + 'static {
     /// Stable reverse-DNS id, lower case. `tolk.` is reserved for built-ins.
     const ID: &'static str;

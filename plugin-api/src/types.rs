@@ -241,7 +241,10 @@ pub enum TextRole {
 /// A caption or transcript update: a growing `delta` or the `final` text of one utterance.
 ///
 /// Deltas of one utterance arrive in order and, concatenated, make up the final text. Timing is
-/// in milliseconds on the run's clock (0 = when the run started).
+/// in milliseconds on the clock of the route's source stream: 0 is the first frame that source
+/// delivered, the same clock as [`AudioBlock::frame_offset`] (which counts 24 kHz frames), not
+/// the wall clock and not the start of the run. Streams of different sources have clocks of
+/// their own, and a source that starts late starts its clock late.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, Copy)]
 pub struct TextEvent<'a> {

@@ -506,3 +506,22 @@ fn issue_5_mic_survives_an_unplugged_device() {
     let peak = got.samples[from..].iter().fold(0f32, |m, v| m.max(v.abs()));
     assert!(peak > 0.1, "nothing captured after the device came back (peak {peak})");
 }
+
+/// `tolk devices --meter` ends on SIGTERM as on Ctrl-C: through the one shutdown path every
+/// command shares, with its summary and status 0 (it used to die of the signal, status 143).
+#[test]
+fn issue_9_the_meter_stops_on_sigterm_with_its_summary() {
+    if !pulse_ready("issue_9_the_meter_stops_on_sigterm_with_its_summary") {
+        return;
+    }
+    let _turn = pulse_lock();
+    let meter =
+        tolk().args(["devices", "--meter", "mic_feed"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    sleep_ms(1500);
+    let killed = Command::new("kill").arg("-TERM").arg(meter.id().to_string()).status().unwrap();
+    assert!(killed.success());
+    let out = meter.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.starts_with("mic_feed: peak ") && stdout.contains(" dBFS over "), "{stdout}");
+}

@@ -61,15 +61,21 @@ pub fn builtin(name: &str) -> PathBuf {
 /// Runs cargo `args` in `dir` with `target/fixtures` as the target directory; panics with
 /// cargo's output on failure.
 pub fn cargo_build(dir: &Path, args: &[&str]) {
+    let out = cargo_build_output(dir, args);
+    assert!(out.status.success(), "cargo build in {} failed:\n{}", dir.display(), String::from_utf8_lossy(&out.stderr));
+}
+
+/// [`cargo_build`] that returns cargo's output instead of asserting success (for crates that
+/// must fail to compile).
+pub fn cargo_build_output(dir: &Path, args: &[&str]) -> Output {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
+    Command::new(cargo)
         .arg("build")
         .args(args)
         .current_dir(dir)
         .env("CARGO_TARGET_DIR", target_dir().join("fixtures"))
         .output()
-        .expect("run cargo");
-    assert!(out.status.success(), "cargo build in {} failed:\n{}", dir.display(), String::from_utf8_lossy(&out.stderr));
+        .expect("run cargo")
 }
 
 /// Builds the fixture workspace once; returns the directory holding its libraries.

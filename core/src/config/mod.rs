@@ -16,7 +16,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-pub use validate::{check_plugins, parse, parse_str};
+pub use validate::{PluginCheck, check_plugins, parse, parse_str};
 
 /// One configuration problem.
 #[derive(Debug, Clone, PartialEq, Eq)]

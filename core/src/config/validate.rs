@@ -726,6 +726,9 @@ fn relays(cx: &mut Ctx, config: &Config, routed: &BTreeMap<(String, String), Str
 /// What [`check_plugins`] found: errors (exit 2) and warnings, plus the instances it made.
 #[derive(Debug, Default)]
 pub struct PluginCheck {
+    /// Plugin libraries that failed to load, when the config needs a plugin it cannot find
+    /// (the likely cause of those errors: print them first). One line each.
+    pub load_errors: Vec<ConfigError>,
     /// One line each.
     pub errors: Vec<ConfigError>,
     /// One line each.
@@ -805,16 +808,19 @@ pub fn check_plugins(config: &Config, registry: &Registry) -> PluginCheck {
             }
         }
     }
-    // Library load errors matter when something the config needs is missing; otherwise a
-    // broken third-party library elsewhere on the path is only worth a warning.
+    // Library load errors matter when something the config needs is missing, and then they
+    // come first: they are the cause of the "no … plugin" lines. Otherwise a broken
+    // third-party library elsewhere on the path is only worth a warning.
+    let mut load_errors = Ctx { file: config.file.clone(), errors: vec![], rejected: BTreeSet::new() };
     for e in &registry.errors {
         if missing {
-            cx.err("", format!("plugin library failed to load: {e}"));
+            load_errors.err("", format!("plugin library failed to load: {e}"));
         } else {
             out.warnings.push(format!("plugin library failed to load: {e}"));
         }
     }
     out.warnings.extend(registry.warnings.iter().cloned());
+    out.load_errors = load_errors.errors;
     out.errors = cx.errors;
     out
 }
@@ -828,7 +834,15 @@ fn known(cx: &mut Ctx, registry: &Registry, kind: PluginKind, key: &str, plugin:
         format!("\"{plugin}\" is a {k} plugin, not a {kind} plugin")
     } else {
         let hint = registry.suggest(kind, plugin).map(|s| format!(" (did you mean \"{s}\"?)")).unwrap_or_default();
-        format!("no {kind} plugin with id \"{plugin}\"{hint}; `tolk plugins` lists what is installed")
+        // A library that failed to load may be the one that has it: say so, naming it.
+        let cause = match registry.errors.as_slice() {
+            [] => String::new(),
+            [one] => format!(" (perhaps it is in {}, which failed to load: see above)", one.path().display()),
+            many => {
+                format!(" (perhaps it is in one of the {} plugin libraries that failed to load: see above)", many.len())
+            }
+        };
+        format!("no {kind} plugin with id \"{plugin}\"{hint}{cause}; `tolk plugins` lists what is installed")
     };
     cx.err(format!("{key}.plugin"), msg);
     false

@@ -41,6 +41,8 @@ pub struct CheckConfig {
     pub configs: BTreeMap<(PluginKind, String), String>,
     /// Checks to skip.
     pub skip: Vec<String>,
+    /// When not empty, the only checks to run (the others are not reported at all).
+    pub only: Vec<String>,
     /// Directory relative paths in the configs resolve against.
     pub dir: Option<PathBuf>,
 }
@@ -90,7 +92,7 @@ impl CheckConfig {
             }
         }
         let dir = path.canonicalize().ok().and_then(|p| p.parent().map(Path::to_path_buf));
-        Ok(CheckConfig { configs, skip: raw.checks.skip, dir })
+        Ok(CheckConfig { configs, skip: raw.checks.skip, only: Vec::new(), dir })
     }
 }
 
@@ -147,11 +149,16 @@ pub fn run(lib: &Path, config: &CheckConfig, verbose: bool) -> Result<Report, St
         }
         ChildResult::Crashed(why) => return Err(format!("{}: crashed while loading: {why}", lib.display())),
     };
+    // What example configs may name, in the directory their relative paths resolve against.
+    if config.dir.is_none() {
+        write_speech_wav(&scratch.join(SPEECH_WAV))?;
+    }
     let mut report = Report::default();
     for d in described {
         let Some(kind) = kind_from(&d.kind) else { continue };
         let text = config.configs.get(&(kind, d.id.clone())).cloned().unwrap_or(d.example_config.clone());
-        for check in testing::CHECKS.iter().filter(|c| c.kinds.contains(&kind)) {
+        let selected = |name: &str| config.only.is_empty() || config.only.iter().any(|o| o == name);
+        for check in testing::CHECKS.iter().filter(|c| c.kinds.contains(&kind) && selected(c.name)) {
             let outcome = if config.skip.iter().any(|s| s == check.name) {
                 Outcome::Skip("skipped by configuration".into())
             } else {
@@ -195,6 +202,77 @@ pub fn run(lib: &Path, config: &CheckConfig, verbose: bool) -> Result<Report, St
     }
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(report)
+}
+
+/// The file the check directory provides for example configs that read audio.
+pub const SPEECH_WAV: &str = "speech.wav";
+
+/// Writes 3 s of generated speech-like audio (24 kHz mono 16-bit): syllables of a voiced
+/// harmonic sound with a gliding pitch and changing vowel formants, consonant noise bursts,
+/// and pauses between words, so that sources reading it and anything gating on voice
+/// activity see something like speech.
+pub fn write_speech_wav(path: &Path) -> Result<(), String> {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 24_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let fail = |e: hound::Error| format!("cannot write {}: {e}", path.display());
+    let mut w = hound::WavWriter::create(path, spec).map_err(fail)?;
+    for s in speech_like(24_000, 3.0) {
+        w.write_sample(s).map_err(fail)?;
+    }
+    w.finalize().map_err(fail)
+}
+
+/// The samples behind [`write_speech_wav`]: deterministic, peak about -6 dBFS.
+pub fn speech_like(rate: u32, seconds: f64) -> Vec<i16> {
+    use std::f64::consts::TAU;
+    // Vowel formants (F1, F2) in Hz: a, e, i, o, u.
+    const VOWELS: [(f64, f64); 5] = [(730.0, 1090.0), (530.0, 1840.0), (270.0, 2290.0), (570.0, 840.0), (300.0, 870.0)];
+    let rate_f = f64::from(rate);
+    let n = (seconds * rate_f) as usize;
+    let (syllable, gap, word_pause) = (0.18, 0.05, 0.3);
+    let word = 3.0 * (syllable + gap) + word_pause;
+    let mut phase = 0.0f64;
+    let mut noise = 0x2545_f491_u32;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = i as f64 / rate_f;
+        let in_word = t % word;
+        let index = (t / word) as usize * 3 + (in_word / (syllable + gap)) as usize;
+        let in_syllable = in_word % (syllable + gap);
+        // Intonation: a slow glide around 140 Hz, falling over each word.
+        let f0 = 140.0 + 25.0 * (TAU * 0.6 * t).sin() - 20.0 * (in_word / word);
+        phase = (phase + TAU * f0 / rate_f) % TAU;
+        noise ^= noise << 13;
+        noise ^= noise >> 17;
+        noise ^= noise << 5;
+        let white = f64::from(noise) / f64::from(u32::MAX) * 2.0 - 1.0;
+        let voiced = in_word < 3.0 * (syllable + gap) && in_syllable < syllable;
+        let sample = if !voiced {
+            0.0
+        } else if in_syllable < 0.025 {
+            // A consonant: a short noise burst.
+            0.25 * white
+        } else {
+            let (f1, f2) = VOWELS[index % VOWELS.len()];
+            let env = (std::f64::consts::PI * (in_syllable - 0.025) / (syllable - 0.025)).sin();
+            let mut v = 0.0;
+            for k in 1..=24 {
+                let f = f0 * f64::from(k);
+                if f > rate_f / 2.0 - 500.0 {
+                    break;
+                }
+                let weight = (-((f - f1) / 150.0).powi(2)).exp() + 0.6 * (-((f - f2) / 200.0).powi(2)).exp() + 0.08;
+                v += weight * (phase * f64::from(k)).sin() / f64::from(k).sqrt();
+            }
+            0.3 * env * v
+        };
+        out.push((sample.clamp(-1.0, 1.0) * 16_000.0) as i16);
+    }
+    out
 }
 
 fn last_line(s: &str) -> String {
@@ -276,7 +354,7 @@ fn run_child(exe: &Path, args: &[&std::ffi::OsStr], stdin: &str, cwd: &Path) -> 
     }
 }
 
-fn signal_name(sig: i32) -> &'static str {
+pub(crate) fn signal_name(sig: i32) -> &'static str {
     match sig {
         6 => " (SIGABRT)",
         9 => " (SIGKILL)",
@@ -342,4 +420,29 @@ pub fn child_check(lib: &Path, kind: &str, id: &str, check: &str, config_dir: &P
     let line = ChildOutcome { outcome: outcome.label().into(), detail: outcome.detail().into() };
     println!("{}", serde_json::to_string(&line).unwrap_or_default());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn speech_like_audio_has_voiced_syllables_and_pauses_at_a_sane_level() {
+        let s = speech_like(24_000, 3.0);
+        assert_eq!(s.len(), 72_000);
+        let peak = s.iter().map(|v| i32::from(*v).abs()).max().unwrap();
+        assert!((8_000..=32_000).contains(&peak), "peak {peak}");
+        // 20 ms frames: some loud (syllables), some silent (gaps and pauses).
+        let frames: Vec<f64> = s
+            .chunks(480)
+            .map(|f| (f.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / f.len() as f64).sqrt())
+            .collect();
+        let loud = frames.iter().filter(|r| **r > 1_000.0).count();
+        let silent = frames.iter().filter(|r| **r < 1.0).count();
+        assert!(
+            loud > frames.len() / 3 && silent > frames.len() / 6,
+            "loud {loud}, silent {silent} of {}",
+            frames.len()
+        );
+    }
 }

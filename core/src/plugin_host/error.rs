@@ -7,6 +7,10 @@ use std::{fmt, path::PathBuf};
 pub enum LoadError {
     /// The OS loader refused it (not a shared library, missing dependency, wrong arch).
     Open { path: PathBuf, reason: String },
+    /// The file is cut short or its structure is broken; it was never handed to the loader.
+    Corrupt { path: PathBuf, reason: String },
+    /// Loading it killed the probing child process (see `plugin_host::probe`); not loaded here.
+    Crashed { path: PathBuf, reason: String },
     /// A shared library without tolk's header.
     NotAPlugin { path: PathBuf },
     /// Built for another ABI version.
@@ -22,6 +26,8 @@ impl LoadError {
     pub fn path(&self) -> &PathBuf {
         match self {
             LoadError::Open { path, .. }
+            | LoadError::Corrupt { path, .. }
+            | LoadError::Crashed { path, .. }
             | LoadError::NotAPlugin { path }
             | LoadError::AbiMismatch { path, .. }
             | LoadError::Abi { path, .. }
@@ -42,6 +48,16 @@ impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LoadError::Open { path, reason } => write!(f, "{}: cannot load library: {reason}", path.display()),
+            LoadError::Corrupt { path, reason } => write!(
+                f,
+                "{}: truncated or corrupt library, not loaded: {reason} (rebuild or reinstall it)",
+                path.display()
+            ),
+            LoadError::Crashed { path, reason } => write!(
+                f,
+                "{}: truncated or corrupt library, not loaded: loading it in a separate process {reason} (rebuild or reinstall it)",
+                path.display()
+            ),
             LoadError::NotAPlugin { path } => write!(
                 f,
                 "{}: not a tolk plugin (the library has no tolk plugin header; plugins are built with tolk_plugin_api::export_plugins!)",
@@ -50,9 +66,12 @@ impl fmt::Display for LoadError {
             LoadError::AbiMismatch { path, crate_name, plugin_abi } => {
                 let (maj, min) = *plugin_abi;
                 let (hmaj, hmin) = (tolk_plugin_api::ABI_MAJOR, tolk_plugin_api::ABI_MINOR);
+                // A header older than the crate-name field has no name to show.
+                let who =
+                    if crate_name.is_empty() { "this plugin".to_string() } else { format!("plugin {crate_name}") };
                 write!(
                     f,
-                    "{}: plugin {crate_name} was built for tolk plugin ABI {maj}.{min}; this tolk speaks {hmaj}.{hmin} — rebuild it against tolk-plugin-api {hmaj}.{hmin}",
+                    "{}: {who} was built for tolk plugin ABI {maj}.{min}; this tolk speaks {hmaj}.{hmin} — rebuild it against tolk-plugin-api {hmaj}.{hmin}",
                     path.display()
                 )
             }

@@ -27,7 +27,14 @@ pub struct Library {
 
 /// Loads the library at `path`. `builtin` libraries may use the reserved `tolk.` prefix.
 pub fn load(path: &Path, builtin: bool) -> Result<Library, LoadError> {
-    let opened = handshake::open(path)?;
+    load_candidate(handshake::Candidate::open(path)?, builtin)
+}
+
+/// Loads a library file already opened and checked.
+pub(crate) fn load_candidate(candidate: handshake::Candidate, builtin: bool) -> Result<Library, LoadError> {
+    let path = candidate.path.clone();
+    let path = path.as_path();
+    let opened = handshake::open_candidate(candidate)?;
     let module = opened.lib_header.init_root_module::<PluginLibRef>().map_err(|e| abi_error(path, e))?;
     let descriptors = match module.descriptors()() {
         abi_stable::std_types::ROk(d) => d.into_vec(),

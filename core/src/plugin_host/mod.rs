@@ -6,8 +6,9 @@
 //! Loading never stops at the first bad library: every error is collected in
 //! [`Registry::errors`] and reported together.
 //!
-//! - `discover`: the search path; `handshake`: tolk's version header (the only `unsafe`);
-//!   `load`: one library; `instance`: guarded instances; `check`: the out-of-process
+//! - `discover`: the search path; `validate`: the file's structure, checked before the loader
+//!   maps it (a cut or corrupt file is one error line, not SIGBUS); `handshake`: tolk's version
+//!   header (the only `unsafe`); `load`: one library; `instance`: guarded instances; `check`: the out-of-process
 //!   conformance runner behind `tolk plugins check`.
 
 pub mod check;
@@ -16,6 +17,8 @@ pub mod error;
 mod handshake;
 pub mod instance;
 pub mod load;
+pub mod probe;
+pub mod validate;
 
 use std::{
     collections::BTreeMap,
@@ -55,12 +58,32 @@ pub struct Registry {
     pub skipped: Vec<PathBuf>,
     /// Load time per library.
     pub load_times: Vec<(PathBuf, Duration)>,
+    /// How many libraries were loaded first in a child process, and how long that took.
+    pub probe_time: Option<(usize, Duration)>,
 }
 
 impl Registry {
-    /// Loads every plugin library on `search`.
+    /// Loads every plugin library on `search` in this process (after checking each file's
+    /// structure: a cut-short file is an error, never mapped). Use [`Registry::discover_probed`]
+    /// where a library that crashes the loader must not take the process down.
     pub fn discover(search: &SearchPath) -> Registry {
+        Registry::scan(search, None)
+    }
+
+    /// [`Registry::discover`], with every library first loaded once in a child process of
+    /// this executable, which must be the `tolk` binary (see [`probe`]): a library that kills
+    /// its child is reported as one error and not loaded here. What the `tolk` commands use.
+    pub fn discover_probed(search: &SearchPath) -> Registry {
+        match std::env::current_exe() {
+            Ok(exe) => Registry::scan(search, Some(&exe)),
+            Err(_) => Registry::scan(search, None),
+        }
+    }
+
+    fn scan(search: &SearchPath, probe_exe: Option<&Path>) -> Registry {
         let mut reg = Registry::default();
+        // Open and check every file first, in search order, so that one child probes them all.
+        let mut found: Vec<(Result<handshake::Candidate, LoadError>, bool)> = Vec::new();
         for (dir, origin) in &search.dirs {
             let libs = match discover::libraries_in(dir) {
                 Ok(libs) => libs,
@@ -72,19 +95,38 @@ impl Registry {
                 }
             };
             for path in libs {
+                found.push((handshake::Candidate::open(&path), *origin == Origin::Default));
+            }
+        }
+        let crashed = match probe_exe {
+            Some(exe) => {
                 let started = Instant::now();
-                match load::load(&path, *origin == Origin::Default) {
-                    Ok(lib) => {
-                        reg.load_times.push((path.clone(), started.elapsed()));
-                        reg.add(lib);
-                    }
-                    // A plugin directory may hold other shared libraries (dependencies).
-                    Err(LoadError::NotAPlugin { path }) => {
-                        tracing::debug!("skipping {}: not a tolk plugin", path.display());
-                        reg.skipped.push(path);
-                    }
-                    Err(e) => reg.errors.push(e),
+                let ok: Vec<(usize, &handshake::Candidate)> =
+                    found.iter().enumerate().filter_map(|(i, (c, _))| c.as_ref().ok().map(|c| (i, c))).collect();
+                let list: Vec<&handshake::Candidate> = ok.iter().map(|(_, c)| *c).collect();
+                let crashed = probe::probe(exe, &list).into_iter().map(|(k, why)| (ok[k].0, why)).collect();
+                reg.probe_time = Some((list.len(), started.elapsed()));
+                crashed
+            }
+            None => BTreeMap::new(),
+        };
+        for (i, (candidate, builtin)) in found.into_iter().enumerate() {
+            let started = Instant::now();
+            let loaded = candidate.and_then(|c| match crashed.get(&i) {
+                Some(why) => Err(LoadError::Crashed { path: c.path.clone(), reason: why.clone() }),
+                None => load::load_candidate(c, builtin),
+            });
+            match loaded {
+                Ok(lib) => {
+                    reg.load_times.push((lib.path.clone(), started.elapsed()));
+                    reg.add(lib);
                 }
+                // A plugin directory may hold other shared libraries (dependencies).
+                Err(LoadError::NotAPlugin { path }) => {
+                    tracing::debug!("skipping {}: not a tolk plugin", path.display());
+                    reg.skipped.push(path);
+                }
+                Err(e) => reg.errors.push(e),
             }
         }
         reg

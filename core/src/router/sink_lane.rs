@@ -42,9 +42,9 @@ pub struct TextItem {
     pub language: std::sync::Arc<str>,
     /// The text.
     pub text: String,
-    /// Start on the run's clock (ms).
+    /// Start on the source stream's clock (ms).
     pub start_ms: u64,
-    /// End on the run's clock (ms).
+    /// End on the source stream's clock (ms).
     pub end_ms: u64,
 }
 

@@ -252,15 +252,16 @@ pub fn run_foreground(options: ServeOptions) -> u8 {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: tolk serve: cannot start the async runtime: {e}");
-            return crate::cli::EXIT_RUNTIME;
+            return crate::exit::RUNTIME;
         }
     };
+    let shutdown = crate::shutdown::Shutdown::on_signals();
     rt.block_on(async move {
         let server = match Server::bind(options).await {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("error: tolk serve: {e}");
-                return crate::cli::EXIT_RUNTIME;
+                return crate::exit::RUNTIME;
             }
         };
         {
@@ -269,29 +270,9 @@ pub fn run_foreground(options: ServeOptions) -> u8 {
             let _ = writeln!(out, "tolk serve: listening on ws://{}", server.local_addr());
             let _ = out.flush();
         }
-        server.run_until(shutdown_signal()).await;
-        crate::cli::EXIT_OK
+        server.run_until(shutdown.reached(crate::shutdown::Level::Graceful)).await;
+        crate::exit::OK
     })
-}
-
-/// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// `prefix` + 20 random alphanumerics, like the real service's ids.
@@ -769,12 +750,12 @@ pub fn run_cli(args: ServeArgs) -> u8 {
         Ok(f) => f,
         Err(e) => {
             eprintln!("error: {e}");
-            return crate::cli::EXIT_USAGE;
+            return crate::exit::USAGE;
         }
     };
     if args.engine_speed.is_nan() || args.engine_speed < 0.0 {
         eprintln!("error: --engine-speed {}: expected a factor ≥ 0 (0 = as fast as possible)", args.engine_speed);
-        return crate::cli::EXIT_USAGE;
+        return crate::exit::USAGE;
     }
     let engine_speed = if args.engine_speed == 0.0 { f64::INFINITY } else { args.engine_speed };
     run_foreground(ServeOptions {

@@ -51,6 +51,20 @@ impl PluginHeader {
         }
     }
 
+    /// A header of zeros: what a host fills in from a plugin's (possibly shorter) header, so
+    /// that fields an older plugin does not have read as zero and empty.
+    pub const fn zeroed() -> Self {
+        PluginHeader {
+            magic: [0; 8],
+            header_size: 0,
+            abi_major: 0,
+            abi_minor: 0,
+            api_version: [0; 32],
+            crate_name: [0; 64],
+            crate_version: [0; 32],
+        }
+    }
+
     /// The API version as text.
     pub fn api_version(&self) -> String {
         unfixed(&self.api_version)

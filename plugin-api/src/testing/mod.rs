@@ -108,17 +108,31 @@ impl Report {
     }
 }
 
+impl Report {
+    /// The closing line: `N passed, N failed, N skipped, N warned, N crashed`.
+    pub fn summary(&self) -> String {
+        let (p, fl, s, w, c) = self.counts();
+        format!("{p} passed, {fl} failed, {s} skipped, {w} warned, {c} crashed")
+    }
+}
+
+impl fmt::Display for CheckResult {
+    /// One line: outcome, check, plugin, and the detail if any.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:<8} {:<24} {}", self.outcome.label(), self.check, self.plugin)?;
+        if !self.outcome.detail().is_empty() {
+            write!(f, ": {}", self.outcome.detail())?;
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for r in &self.results {
-            write!(f, "{:<8} {:<24} {}", r.outcome.label(), r.check, r.plugin)?;
-            if !r.outcome.detail().is_empty() {
-                write!(f, ": {}", r.outcome.detail())?;
-            }
-            writeln!(f)?;
+            writeln!(f, "{r}")?;
         }
-        let (p, fl, s, w, c) = self.counts();
-        write!(f, "{p} passed, {fl} failed, {s} skipped, {w} warned, {c} crashed")
+        write!(f, "{}", self.summary())
     }
 }
 
