@@ -208,7 +208,7 @@ pub fn run(cli: Cli) -> u8 {
                 if list_checks {
                     for c in tolk_plugin_api::testing::CHECKS {
                         let kinds: Vec<&str> = c.kinds.iter().map(PluginKind::as_str).collect();
-                        println!("{:<24} [{}] {}", c.name, kinds.join(","), c.description);
+                        crate::outln!("{:<24} [{}] {}", c.name, kinds.join(","), c.description);
                     }
                     return EXIT_OK;
                 }
@@ -245,10 +245,10 @@ fn list(args: &ListArgs, verbose: u8) -> u8 {
                 "id": d.id(), "kind": d.kind().as_str(), "name": d.name(), "version": d.version(),
                 "description": d.description(), "library": e.library.path.display().to_string(),
             });
-            println!("{v}");
+            crate::outln!("{v}");
         }
     } else if reg.plugins.is_empty() {
-        println!("no plugins found");
+        crate::outln!("no plugins found");
     } else {
         let rows: Vec<[String; 4]> = reg
             .plugins
@@ -265,9 +265,9 @@ fn list(args: &ListArgs, verbose: u8) -> u8 {
             .collect();
         let w0 = rows.iter().map(|r| r[0].len()).max().unwrap_or(2).max(2);
         let w2 = rows.iter().map(|r| r[2].len()).max().unwrap_or(7).max(7);
-        println!("{:<w0$}  {:<6}  {:<w2$}  LIBRARY", "ID", "KIND", "VERSION");
+        crate::outln!("{:<w0$}  {:<6}  {:<w2$}  LIBRARY", "ID", "KIND", "VERSION");
         for r in rows {
-            println!("{:<w0$}  {:<6}  {:<w2$}  {}", r[0], r[1], r[2], r[3]);
+            crate::outln!("{:<w0$}  {:<6}  {:<w2$}  {}", r[0], r[1], r[2], r[3]);
         }
     }
     if verbose > 0 {
@@ -301,7 +301,7 @@ fn check(path: &Path, verbose: u8) -> u8 {
     }
     let routes: usize = config.routes.iter().map(|r| r.to.len()).sum();
     let count = |k: PluginKind| plugins.instances.iter().filter(|(kind, _)| *kind == k).count();
-    println!(
+    crate::outln!(
         "{}: ok — {} source{}, {} route{}, {} prompt provider{}, {} sink instance{} (engine: {} {})",
         config.file,
         count(PluginKind::Source),
@@ -318,7 +318,7 @@ fn check(path: &Path, verbose: u8) -> u8 {
     for r in &config.routes {
         let src = config.source(&r.source).map(|s| s.language.as_str()).unwrap_or("?");
         let via = r.via.as_ref().map(|v| format!(" via {v}")).unwrap_or_default();
-        println!(
+        crate::outln!(
             "  {} ({src}){via} → {}  sinks: {}",
             r.source,
             r.to.join(", "),
@@ -328,7 +328,7 @@ fn check(path: &Path, verbose: u8) -> u8 {
     let translated = config.routes.iter().flat_map(|r| &r.to).filter(|l| *l != config::FLOOR).count();
     if translated > 0 {
         let per_route = crate::router::cost::estimate_per_hour(&config.run.prices, config.run.keep_turns);
-        println!(
+        crate::outln!(
             "  estimated cost: ${:.2} per hour of continuous speech ({translated} translated route{} × ${per_route:.2}{})",
             per_route * translated as f64,
             plural(translated),
@@ -356,7 +356,7 @@ fn check_library(library: &Path, config: Option<&Path>, verbose: u8) -> u8 {
     }
     match plugin_host::check::run(library, &config, verbose > 0) {
         Ok(report) => {
-            println!("{report}");
+            crate::outln!("{report}");
             if report.passed() { EXIT_OK } else { EXIT_RUNTIME }
         }
         Err(e) => {

@@ -114,11 +114,11 @@ fn print_list(reg: &Registry) -> u8 {
     for p in &all {
         let what = if p.kind == PluginKind::Source { "input" } else { "output" };
         match &p.devices {
-            Ok(list) if list.is_empty() => println!("{what} devices ({}): none", p.plugin),
+            Ok(list) if list.is_empty() => crate::outln!("{what} devices ({}): none", p.plugin),
             Ok(list) => {
-                println!("{what} devices ({}):", p.plugin);
+                crate::outln!("{what} devices ({}):", p.plugin);
                 for d in list {
-                    println!("  {} {d}", if d.is_default() { "*" } else { " " });
+                    crate::outln!("  {} {d}", if d.is_default() { "*" } else { " " });
                 }
             }
             Err(e) => {
@@ -127,7 +127,7 @@ fn print_list(reg: &Registry) -> u8 {
             }
         }
     }
-    println!("(* = default; use the name, a unique part of it, or \"default\" in `device = \"…\"`)");
+    crate::outln!("(* = default; use the name, a unique part of it, or \"default\" in `device = \"…\"`)");
     if failed { EXIT_RUNTIME } else { EXIT_OK }
 }
 
@@ -308,7 +308,7 @@ fn meter(reg: &Registry, args: &DevicesArgs, name: &str) -> u8 {
     let levels = *writer.levels.lock().unwrap_or_else(|p| p.into_inner());
     let (peak, rms) = levels.total();
     let secs = levels.n as f64 / f64::from(format.sample_rate.max(1)) / f64::from(format.channels.max(1));
-    println!("{name}: peak {peak:.1} dBFS, rms {rms:.1} dBFS over {secs:.1} s");
+    crate::outln!("{name}: peak {peak:.1} dBFS, rms {rms:.1} dBFS over {secs:.1} s");
     if let Some(e) = writer.failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
         eprintln!("error: {plugin}: {e}");
         return EXIT_RUNTIME;

@@ -21,6 +21,7 @@
 //!   conformance runner.
 //! - [`realtime`]: the Realtime protocol client — GA, Translation API and legacy preview
 //!   codecs over one session model; one [`realtime::SessionHandle`] per route.
+//! - [`console`]: command output on stdout that survives a closed pipe ([`outln!`]).
 //! - [`util`]: edit distance for "did you mean".
 //!
 //! Plugin code runs only on threads the host owns (or the plugin's own), never inside an
@@ -29,6 +30,7 @@
 pub mod audio;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod devices;
 pub mod logging;
 pub mod plugin_host;
@@ -52,5 +54,6 @@ pub fn main_with_args() -> u8 {
         }
     };
     logging::init(cli.verbose, cli.quiet);
-    cli::run(cli)
+    let code = cli::run(cli);
+    if code == cli::EXIT_OK && console::failed() { cli::EXIT_RUNTIME } else { code }
 }

@@ -187,7 +187,7 @@ fn start_engine(
 pub fn print_summary(config: &Config, outcome: &Outcome) {
     let stats: &RunStats = &outcome.stats;
     let secs = |f: u64| f as f64 / 24_000.0;
-    println!(
+    crate::outln!(
         "{}: {} in {:.1} s — {} route{}, cost ${:.4}{}",
         config.file,
         if outcome.exit == EXIT_OK { "done" } else { "finished with problems" },
@@ -225,12 +225,12 @@ pub fn print_summary(config: &Config, outcome: &Outcome) {
         if let (Some(p50), Some(p99)) = (sys.quantile(0.5), sys.quantile(0.99)) {
             line += &format!("  system p50 {p50:.2} ms p99 {p99:.2} ms");
         }
-        println!("{line}");
+        crate::outln!("{line}");
     }
     for (s, lane) in &stats.sinks {
         let c = lane.counts();
         if c.dropped_frames > 0 || c.stalls > 0 || s.failures.load(Relaxed) > 0 {
-            println!(
+            crate::outln!(
                 "  sink {}: dropped {:.1} s of audio, {} stall{}, {} failure{}, {} restart{}",
                 s.name,
                 secs(c.dropped_frames),

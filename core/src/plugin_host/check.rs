@@ -340,6 +340,6 @@ pub fn child_check(lib: &Path, kind: &str, id: &str, check: &str, config_dir: &P
     let options = Options { skip: vec![], config_dir: Some(config_dir.to_path_buf()) };
     let outcome = testing::run_check(check, &descriptor, &config, &factory, &options);
     let line = ChildOutcome { outcome: outcome.label().into(), detail: outcome.detail().into() };
-    println!("{}", serde_json::to_string(&line).unwrap_or_default());
+    crate::outln!("{}", serde_json::to_string(&line).unwrap_or_default());
     Ok(())
 }
