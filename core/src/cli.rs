@@ -54,7 +54,8 @@ pub enum Command {
     /// at once). Files are closed valid either way.
     ///
     /// Exit status: 0 all done; 1 a plugin failed, a route could not run, a sink was
-    /// abandoned or the budget ran out; 2 configuration or plugin-load error.
+    /// abandoned, the budget ran out or a source's audio was refused and lost; 2
+    /// configuration or plugin-load error.
     Run {
         /// The configuration file (TOML; see configs/README.md).
         config: PathBuf,

@@ -3,7 +3,8 @@
 //! router until the sources end or Ctrl-C, and print the summary.
 //!
 //! Exit status: 0 when everything ran to the end; 1 when a plugin failed (whatever its
-//! policy did), a route could not run, a sink had to be abandoned, or the budget ran out; 2 for
+//! policy did), a route could not run, a sink had to be abandoned, the budget ran out, or a
+//! source wrote faster than its lane took it and lost the refused audio; 2 for
 //! configuration and plugin-load errors (nothing started).
 
 use std::{
@@ -226,6 +227,16 @@ pub fn print_summary(config: &Config, outcome: &Outcome) {
             line += &format!("  system p50 {p50:.2} ms p99 {p99:.2} ms");
         }
         crate::outln!("{line}");
+    }
+    for (id, _) in &stats.sources {
+        let refused = stats.refused_frames(id);
+        if refused > 0 {
+            crate::outln!(
+                "  source {id}: {:.1} s of audio refused and lost: it wrote faster than its lane ({} ms) took it",
+                secs(refused),
+                stats.source_buffer_ms
+            );
+        }
     }
     for (s, lane) in &stats.sinks {
         let c = lane.counts();

@@ -343,3 +343,57 @@ fn a_closed_stdout_is_a_quiet_exit() {
     let (_, got) = read_wav_i16(&d.join("out/floor.wav"));
     assert_eq!(got.len(), 4_800);
 }
+
+// ---------------------------------------------------------------------------------------------
+// A live source writing faster than its lane takes it.
+
+#[test]
+fn audio_a_live_source_loses_at_its_lane_is_counted_warned_and_fails_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // 200 blocks of 0.2 s, 30 ms apart (over 6 s), into a lane of 0.1 s: at least half of
+    // every block is refused.
+    let config = write(
+        d,
+        "flood.toml",
+        &format!(
+            "[plugins]\npath = \"{}\"\n[run]\nsource_buffer_ms = 100\n\n[[source]]\nid = \"mic\"\nplugin = \"com.example.flood\"\nlanguage = \"en\"\n[source.config]\nblocks = 200\nblock_frames = 4800\npause_ms = 30\n\n[[route]]\nsource = \"mic\"\nto = [\"floor\"]\nsinks = [\"file\"]\n{}",
+            tolk_tests::fixtures().display(),
+            wav("file", "out/floor.wav")
+        ),
+    );
+    let r =
+        run_tolk(&config, &["--json-status", "status.json", "--prometheus", "metrics.prom"], Duration::from_secs(60));
+    // What the source offered and what the host accepted, in the source's own words.
+    let (offered, accepted) = r
+        .stderr
+        .lines()
+        .find_map(|l| {
+            let rest = l.split("flood: offered ").nth(1)?;
+            let (o, rest) = rest.split_once(" frames, ")?;
+            Some((o.parse::<u64>().ok()?, rest.split_once(' ')?.0.parse::<u64>().ok()?))
+        })
+        .unwrap_or_else(|| panic!("no flood line: {}", r.stderr));
+    assert_eq!(offered, 200 * 4800);
+    let refused = offered - accepted;
+    assert!(refused >= offered / 2, "the lane refused only {refused} of {offered} frames");
+    let (_, got) = read_wav_i16(&d.join("out/floor.wav"));
+    assert_eq!(got.len() as u64, accepted, "the recording is not what the lane accepted");
+
+    // The host counted it: exit status, summary, JSON status, Prometheus.
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let secs = refused as f64 / 24_000.0;
+    let line =
+        format!("  source mic: {secs:.1} s of audio refused and lost: it wrote faster than its lane (100 ms) took it");
+    assert!(r.stdout.lines().any(|l| l == line), "no line {line:?} in:\n{}", r.stdout);
+    assert!(r.stdout.contains("finished with problems"), "{}", r.stdout);
+    let st = tolk_tests::status(d);
+    assert_eq!(st["exit_status"], 1);
+    assert_eq!(st["sources"][0]["refused_s"].as_f64().unwrap(), secs, "{st}");
+    assert_eq!(st["routes"][0]["source_refused_s"].as_f64().unwrap(), secs, "{st}");
+    let prom = std::fs::read_to_string(d.join("metrics.prom")).unwrap();
+    assert!(prom.contains(&format!("tolk_source_refused_seconds{{source=\"mic\"}} {secs}")), "{prom}");
+    // Warned while it grew (again after 5 s), at a bounded rate: not once per block.
+    let warnings = r.stderr.lines().filter(|l| l.contains("WARN") && l.contains("refused so far")).count();
+    assert!((2..=3).contains(&warnings), "{warnings} warnings:\n{}", r.stderr);
+}
