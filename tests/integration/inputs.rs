@@ -255,7 +255,9 @@ fn an_output_on_a_read_only_mount_fails_check() {
 
 #[test]
 fn two_sinks_writing_one_file_fail_check_naming_both_keys() {
-    let cases: [(&str, &[&str], String, &[&str], &[&str]); 4] = [
+    // (what, target languages, sinks, sink ids used by the route, the errors)
+    type Case<'a> = (&'a str, &'a [&'a str], String, &'a [&'a str], &'a [&'a str]);
+    let cases: [Case; 4] = [
         (
             "wav and vtt",
             &["es"],

@@ -870,7 +870,8 @@ fn check_outputs(cx: &mut Ctx, written: &[Written]) {
             cx.err(key, format!("{why}{suffix}"));
             continue;
         }
-        match seen.get(&outputs::identity(&w.path)) {
+        let file = outputs::identity(&w.path);
+        match seen.get(&file) {
             Some(first) => cx.err(
                 key,
                 format!(
@@ -882,7 +883,7 @@ fn check_outputs(cx: &mut Ctx, written: &[Written]) {
                 ),
             ),
             None => {
-                seen.insert(outputs::identity(&w.path), w);
+                seen.insert(file, w);
             }
         }
     }
