@@ -221,11 +221,11 @@ pub fn run(cli: Cli) -> u8 {
 }
 
 fn print_load_error(e: &plugin_host::LoadError, verbose: u8) {
-    eprintln!("error: {e}");
+    crate::errln!("error: {e}");
     if verbose > 0
         && let Some(detail) = e.detail()
     {
-        eprintln!("{detail}");
+        crate::errln!("{detail}");
     }
 }
 
@@ -233,7 +233,7 @@ fn list(args: &ListArgs, verbose: u8) -> u8 {
     let mut search = SearchPath::new(&args.paths);
     for p in &args.paths {
         if !p.is_dir() {
-            eprintln!("error: --path {}: not a directory", p.display());
+            crate::errln!("error: --path {}: not a directory", p.display());
             return EXIT_USAGE;
         }
     }
@@ -273,17 +273,17 @@ fn list(args: &ListArgs, verbose: u8) -> u8 {
     }
     if verbose > 0 {
         for (d, o) in &search.dirs {
-            eprintln!("searched {} ({o:?})", d.display());
+            crate::errln!("searched {} ({o:?})", d.display());
         }
         for (p, t) in &reg.load_times {
-            eprintln!("loaded {} in {:.2} ms", p.display(), t.as_secs_f64() * 1e3);
+            crate::errln!("loaded {} in {:.2} ms", p.display(), t.as_secs_f64() * 1e3);
         }
         for p in &reg.skipped {
-            eprintln!("skipped {}: not a tolk plugin", p.display());
+            crate::errln!("skipped {}: not a tolk plugin", p.display());
         }
     }
     for w in &reg.warnings {
-        eprintln!("warning: {w}");
+        crate::errln!("warning: {w}");
     }
     for e in &reg.errors {
         print_load_error(e, verbose);
@@ -347,12 +347,12 @@ fn check_library(library: &Path, config: Option<&Path>, verbose: u8) -> u8 {
     let config = match config.map(CheckConfig::from_file).transpose() {
         Ok(c) => c.unwrap_or_default(),
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::errln!("error: {e}");
             return EXIT_USAGE;
         }
     };
     if !library.is_file() {
-        eprintln!("error: {}: no such file", library.display());
+        crate::errln!("error: {}: no such file", library.display());
         return EXIT_USAGE;
     }
     match plugin_host::check::run(library, &config, verbose > 0) {
@@ -361,7 +361,7 @@ fn check_library(library: &Path, config: Option<&Path>, verbose: u8) -> u8 {
             if report.passed() { EXIT_OK } else { EXIT_RUNTIME }
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::errln!("error: {e}");
             EXIT_USAGE
         }
     }
@@ -373,7 +373,7 @@ fn child(what: ChildCommand) -> u8 {
             match plugin_host::check::child_describe(&library, full_report) {
                 Ok(()) => EXIT_OK,
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    crate::errln!("error: {e}");
                     EXIT_USAGE
                 }
             }
@@ -382,7 +382,7 @@ fn child(what: ChildCommand) -> u8 {
             match plugin_host::check::child_check(&library, &kind, &id, &check, &config_dir) {
                 Ok(()) => EXIT_OK,
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    crate::errln!("error: {e}");
                     EXIT_USAGE
                 }
             }

@@ -3,6 +3,10 @@
 //! printing to stdout: Broken pipe"; the command itself carries on and keeps its exit status.
 //! Any other write error (a full disk under `> file`) is said once on stderr and makes the
 //! exit status 1, so output is never lost without a word.
+//!
+//! Messages on stderr go through [`errln!`](crate::errln), which likewise never panics: a
+//! closed stderr (`tolk check x.toml 2>&1 | head -0`) leaves nowhere to say anything, and the
+//! exit status still tells.
 
 use std::{
     fmt,
@@ -28,7 +32,7 @@ pub fn line(args: fmt::Arguments<'_>) -> bool {
             CLOSED.store(true, Relaxed);
             if e.kind() != io::ErrorKind::BrokenPipe {
                 FAILED.store(true, Relaxed);
-                eprintln!("error: cannot write to stdout: {e}");
+                err_line(format_args!("error: cannot write to stdout: {e}"));
             }
             false
         }
@@ -45,5 +49,19 @@ pub fn failed() -> bool {
 macro_rules! outln {
     ($($arg:tt)*) => {{
         $crate::console::line(format_args!($($arg)*));
+    }};
+}
+
+/// Prints `args` and a newline on stderr, ignoring a closed or failed stderr.
+pub fn err_line(args: fmt::Arguments<'_>) {
+    let mut err = io::stderr().lock();
+    let _ = err.write_fmt(args).and_then(|()| err.write_all(b"\n"));
+}
+
+/// `eprintln!` for command messages: see the [module docs](crate::console).
+#[macro_export]
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        $crate::console::err_line(format_args!($($arg)*));
     }};
 }

@@ -86,7 +86,7 @@ fn list(entry: &PluginEntry, kind: PluginKind, id: &str) -> Result<Vec<DeviceInf
 pub fn run(args: &DevicesArgs) -> u8 {
     for p in &args.paths {
         if !p.is_dir() {
-            eprintln!("error: --path {}: not a directory", p.display());
+            crate::errln!("error: --path {}: not a directory", p.display());
             return EXIT_USAGE;
         }
     }
@@ -94,7 +94,7 @@ pub fn run(args: &DevicesArgs) -> u8 {
     search.dirs.retain(|(d, _)| d.is_dir());
     let reg = Registry::discover(&search);
     for e in &reg.errors {
-        eprintln!("warning: {e}");
+        crate::errln!("warning: {e}");
     }
     match &args.meter {
         Some(name) => meter(&reg, args, name),
@@ -105,7 +105,7 @@ pub fn run(args: &DevicesArgs) -> u8 {
 fn print_list(reg: &Registry) -> u8 {
     let all = collect(reg);
     if all.is_empty() {
-        eprintln!(
+        crate::errln!(
             "error: no installed plugin lists devices (capability {CAPABILITY}); `tolk plugins` shows what is installed"
         );
         return EXIT_RUNTIME;
@@ -123,7 +123,7 @@ fn print_list(reg: &Registry) -> u8 {
             }
             Err(e) => {
                 failed = true;
-                eprintln!("error: {}: cannot list {what} devices: {e}", p.plugin);
+                crate::errln!("error: {}: cannot list {what} devices: {e}", p.plugin);
             }
         }
     }
@@ -251,11 +251,11 @@ fn ctrl_c_flag() -> Arc<AtomicBool> {
 fn meter(reg: &Registry, args: &DevicesArgs, name: &str) -> u8 {
     let plugin = args.plugin.clone().unwrap_or_else(|| "tolk.mic".into());
     let Some(entry) = reg.get(PluginKind::Source, &plugin) else {
-        eprintln!("error: --plugin: no source plugin with id \"{plugin}\"; `tolk plugins` lists what is installed");
+        crate::errln!("error: --plugin: no source plugin with id \"{plugin}\"; `tolk plugins` lists what is installed");
         return EXIT_USAGE;
     };
     if !entry.descriptor.capabilities().any(|c| c == CAPABILITY) {
-        eprintln!("error: --plugin: {plugin} does not open devices (no capability {CAPABILITY})");
+        crate::errln!("error: --plugin: {plugin} does not open devices (no capability {CAPABILITY})");
         return EXIT_USAGE;
     }
     let config = format!("device = {}\n", toml::Value::String(name.to_string()));
@@ -267,14 +267,14 @@ fn meter(reg: &Registry, args: &DevicesArgs, name: &str) -> u8 {
     let mut source = match reg.create_source(&plugin, &config, host) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {plugin}: {e}");
+            crate::errln!("error: {plugin}: {e}");
             return EXIT_USAGE;
         }
     };
     let format = match source.format() {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("error: {plugin}: {e}");
+            crate::errln!("error: {plugin}: {e}");
             return EXIT_RUNTIME;
         }
     };
@@ -286,10 +286,10 @@ fn meter(reg: &Registry, args: &DevicesArgs, name: &str) -> u8 {
     };
     let stop = ctrl_c_flag();
     if let Err(e) = source.start(FfiWriter_TO::from_ptr(RArc::new(writer.clone()), TD_Opaque)) {
-        eprintln!("error: {plugin}: {e}");
+        crate::errln!("error: {plugin}: {e}");
         return EXIT_RUNTIME;
     }
-    eprintln!("metering {name:?} ({format}); Ctrl-C stops");
+    crate::errln!("metering {name:?} ({format}); Ctrl-C stops");
     let started = Instant::now();
     let limit = (args.seconds > 0.0).then(|| Duration::from_secs_f64(args.seconds));
     let mut err = std::io::stderr();
@@ -310,11 +310,11 @@ fn meter(reg: &Registry, args: &DevicesArgs, name: &str) -> u8 {
     let secs = levels.n as f64 / f64::from(format.sample_rate.max(1)) / f64::from(format.channels.max(1));
     crate::outln!("{name}: peak {peak:.1} dBFS, rms {rms:.1} dBFS over {secs:.1} s");
     if let Some(e) = writer.failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        eprintln!("error: {plugin}: {e}");
+        crate::errln!("error: {plugin}: {e}");
         return EXIT_RUNTIME;
     }
     if let Err(e) = stopped {
-        eprintln!("error: {plugin}: {e}");
+        crate::errln!("error: {plugin}: {e}");
         return EXIT_RUNTIME;
     }
     EXIT_OK

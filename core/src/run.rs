@@ -65,7 +65,7 @@ pub(crate) fn discover(config: &Config) -> Registry {
 /// Prints the configuration's warnings and then `more`.
 pub(crate) fn print_warnings(config: &Config, more: &[String]) {
     for w in config.warnings.iter().chain(more) {
-        eprintln!("warning: {w}");
+        crate::errln!("warning: {w}");
     }
 }
 
@@ -76,17 +76,17 @@ pub(crate) fn print_errors(config: &Config, errors: &[config::ConfigError], reg:
         return false;
     }
     for e in errors {
-        eprintln!("error: {e}");
+        crate::errln!("error: {e}");
     }
     if verbose > 0 {
         for e in &reg.errors {
             if let Some(d) = e.detail() {
-                eprintln!("{d}");
+                crate::errln!("{d}");
             }
         }
     }
     let n = errors.len();
-    eprintln!("{}: {n} error{}", config.file, if n == 1 { "" } else { "s" });
+    crate::errln!("{}: {n} error{}", config.file, if n == 1 { "" } else { "s" });
     true
 }
 
@@ -99,7 +99,7 @@ pub fn run(args: &RunArgs) -> u8 {
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            crate::errln!("error: cannot start the async runtime: {e}");
             return EXIT_RUNTIME;
         }
     };
@@ -117,7 +117,7 @@ pub fn run(args: &RunArgs) -> u8 {
                 Some(e)
             }
             Err(msg) => {
-                eprintln!("error: {}: {msg}", config.file);
+                crate::errln!("error: {}: {msg}", config.file);
                 return EXIT_USAGE;
             }
         }
@@ -135,7 +135,7 @@ pub fn run(args: &RunArgs) -> u8 {
         Ok(o) => o,
         Err(errors) => {
             for e in errors {
-                eprintln!("error: {}: {e}", config.file);
+                crate::errln!("error: {}: {e}", config.file);
             }
             return EXIT_RUNTIME;
         }
@@ -255,6 +255,6 @@ pub fn print_summary(config: &Config, outcome: &Outcome) {
         }
     }
     for p in &outcome.problems {
-        eprintln!("error: {p}");
+        crate::errln!("error: {p}");
     }
 }

@@ -315,13 +315,18 @@ fn two_sinks_writing_one_file_fail_check_naming_both_keys() {
 // A closed stdout.
 
 /// Runs `tolk ARGS` in `dir` with its stdout a pipe closed before tolk writes to it (as
-/// `| head -0` would); returns (exit code, stderr).
-fn with_closed_stdout(dir: &Path, args: &[&str]) -> (i32, String) {
+/// `| head -0` would), and its stderr too when `stderr_closed`; returns (exit code, stderr).
+fn with_closed_pipes(dir: &Path, args: &[&str], stderr_closed: bool) -> (i32, String) {
     let mut child =
         tolk().args(args).current_dir(dir).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn tolk");
     drop(child.stdout.take());
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    if stderr_closed {
+        drop(stderr);
+    } else {
+        stderr.read_to_string(&mut err).unwrap();
+    }
     (child.wait().unwrap().code().unwrap_or(-1), err)
 }
 
@@ -337,13 +342,18 @@ fn a_closed_stdout_is_a_quiet_exit() {
         &["plugins", "check", "--list-checks", "any.so"],
         &["run", "--no-status", "run.toml"],
     ] {
-        let (code, err) = with_closed_stdout(d, args);
+        let (code, err) = with_closed_pipes(d, args, false);
         assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "tolk {args:?}: {err}");
         assert_eq!(code, 0, "tolk {args:?}: {err}");
     }
     // The run ran to the end all the same.
     let (_, got) = read_wav_i16(&d.join("out/floor.wav"));
     assert_eq!(got.len(), 4_800);
+    // `2>&1 | head -0`: with stderr closed too, errors cannot be said, but the exit status
+    // still tells (a panic would make it 101).
+    write(d, "bad.toml", "[[source]]\nid = \"s\"\nplugin = \"tolk.tonee\"\nlanguage = \"en\"\n");
+    assert_eq!(with_closed_pipes(d, &["check", "bad.toml"], true).0, 2);
+    assert_eq!(with_closed_pipes(d, &["check", "run.toml"], true).0, 0);
 }
 
 // ---------------------------------------------------------------------------------------------

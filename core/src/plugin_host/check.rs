@@ -140,7 +140,7 @@ pub fn run(lib: &Path, config: &CheckConfig, verbose: bool) -> Result<Report, St
                 // Everything but the final error line, which the caller prints.
                 let lines: Vec<&str> = stderr.lines().collect();
                 for l in &lines[..lines.len().saturating_sub(1)] {
-                    eprintln!("{l}");
+                    crate::errln!("{l}");
                 }
             }
             return Err(last_line(&stderr));
@@ -293,7 +293,7 @@ fn signal_name(sig: i32) -> &'static str {
 pub fn child_describe(lib: &Path, verbose: bool) -> Result<(), LoadError> {
     let lib = load_one(lib).inspect_err(|e| {
         if verbose && let Some(detail) = e.detail() {
-            eprintln!("{detail}");
+            crate::errln!("{detail}");
         }
     })?;
     let mut out = std::io::stdout().lock();
