@@ -736,7 +736,9 @@ pub struct PluginCheck {
 }
 
 /// Checks every plugin reference against `registry` and creates each instance once (as `tolk
-/// run` would, without starting it), so that each plugin validates its own table.
+/// run` would, without starting it), so that each plugin validates its own table. Then the
+/// files the sink instances declare (`output_files`) are checked: each writable, none shared
+/// by two outputs, none holding several languages' audio (see [`outputs`]).
 pub fn check_plugins(config: &Config, registry: &Registry) -> PluginCheck {
     let mut out = PluginCheck::default();
     let mut cx = Ctx { file: config.file.clone(), errors: vec![], rejected: BTreeSet::new() };
