@@ -254,6 +254,40 @@ fn an_output_on_a_read_only_mount_fails_check() {
 }
 
 #[test]
+fn an_output_in_a_folder_closed_to_the_user_fails_check() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir(d.join("locked")).unwrap();
+    std::fs::set_permissions(d.join("locked"), std::fs::Permissions::from_mode(0o555)).unwrap();
+    write(d, "x.toml", &sinks_config(&["floor"], &wav("file", "locked/{lang}.wav"), &["file"]));
+    // Root ignores permission bits: run tolk as `nobody` then.
+    let is_root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let mut cmd = if is_root {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(tolk_tests::tolk_path());
+        c
+    } else {
+        tolk()
+    };
+    cmd.env_remove("TOLK_PLUGIN_PATH").arg("check").arg("x.toml");
+    let r = run_in(cmd, d, Duration::from_secs(20), |_| {});
+    if is_root && r.stderr.contains("setpriv") {
+        assert!(std::env::var_os("CI").is_none(), "CI must be able to run setpriv as root: {}", r.stderr);
+        eprintln!("note: skipping the closed-folder case: cannot switch to user nobody ({})", r.stderr.trim());
+        return;
+    }
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(
+        errors(&r),
+        [
+            "x.toml: sink[0].config.path: cannot write ./locked/floor.wav: ./locked is not writable: Permission denied (os error 13) (for floor)"
+        ]
+    );
+}
+
+#[test]
 fn two_sinks_writing_one_file_fail_check_naming_both_keys() {
     // (what, target languages, sinks, sink ids used by the route, the errors)
     type Case<'a> = (&'a str, &'a [&'a str], String, &'a [&'a str], &'a [&'a str]);
