@@ -19,7 +19,7 @@
 //! ## The one decision to know
 //!
 //! Each connection is one task that owns its socket and a pure state machine
-//! ([`session::RealtimeSession`] or [`translation::TranslationSession`]); the task feeds it
+//! ([`realtime_session::RealtimeSession`] or [`translation::TranslationSession`]); the task feeds it
 //! client events and clock ticks and sends what it queues. No shared state between sessions
 //! beyond the options, so sessions scale with tasks and a bad client can only hurt itself:
 //! malformed JSON, binary frames, unknown events and oversized messages become `error` events,
@@ -44,16 +44,15 @@
 //! ```
 //!
 //! Layout: `mod.rs` (options, listener, handshake routing, the connection loop),
-//! [`protocol`] (session shapes, validation, errors), [`session`], [`translation`], [`vad`],
-//! [`engine`], [`faults`], [`usage`].
+//! [`protocol`] (session shapes, validation, errors), [`realtime_session`], [`translation`], [`engine`],
+//! [`faults`], [`usage`]; the voice activity detector is [`crate::audio::vad`].
 
 pub mod engine;
 pub mod faults;
 pub mod protocol;
-pub mod session;
+pub mod realtime_session;
 pub mod translation;
 pub mod usage;
-pub mod vad;
 
 use std::{
     collections::VecDeque,
@@ -86,7 +85,7 @@ use self::{
     engine::{Engine, TestEngine},
     faults::{FaultState, Faults},
     protocol::{ApiError, Dialect},
-    session::RealtimeSession,
+    realtime_session::RealtimeSession,
     translation::TranslationSession,
 };
 
