@@ -46,8 +46,9 @@ pub enum Command {
     /// sink is drained, exit 0), or until Ctrl-C / SIGTERM (graceful; a second Ctrl-C stops
     /// at once). Files are closed valid either way.
     ///
-    /// Exit status: 0 all done; 1 a plugin failed, a route could not run, a sink was
-    /// abandoned or the budget ran out; 2 configuration or plugin-load error.
+    /// Exit status: 0 all done; 1 a plugin failed (even if restarted), a route could not run,
+    /// a sink lost audio or was abandoned, the budget ran out or a source's audio was refused
+    /// and lost; 2 configuration or plugin-load error.
     Run {
         /// The configuration file (TOML; see configs/README.md).
         config: PathBuf,
@@ -214,7 +215,7 @@ pub fn run(cli: Cli) -> u8 {
                 if list_checks {
                     for c in tolk_plugin_api::testing::CHECKS {
                         let kinds: Vec<&str> = c.kinds.iter().map(PluginKind::as_str).collect();
-                        println!("{:<24} [{}] {}", c.name, kinds.join(","), c.description);
+                        crate::outln!("{:<24} [{}] {}", c.name, kinds.join(","), c.description);
                     }
                     return exit::OK;
                 }
@@ -228,11 +229,11 @@ pub fn run(cli: Cli) -> u8 {
 }
 
 fn print_load_error(e: &plugin_host::LoadError, verbose: u8) {
-    eprintln!("error: {e}");
+    crate::errln!("error: {e}");
     if verbose > 0
         && let Some(detail) = e.detail()
     {
-        eprintln!("{detail}");
+        crate::errln!("{detail}");
     }
 }
 
@@ -240,7 +241,7 @@ fn list(args: &ListArgs, verbose: u8) -> u8 {
     let mut search = SearchPath::new(&args.paths);
     for p in &args.paths {
         if !p.is_dir() {
-            eprintln!("error: --path {}: not a directory", p.display());
+            crate::errln!("error: --path {}: not a directory", p.display());
             return exit::USAGE;
         }
     }
@@ -253,10 +254,10 @@ fn list(args: &ListArgs, verbose: u8) -> u8 {
                 "id": d.id(), "kind": d.kind().as_str(), "name": d.name(), "version": d.version(),
                 "description": d.description(), "library": e.library.path.display().to_string(),
             });
-            println!("{v}");
+            crate::outln!("{v}");
         }
     } else if reg.plugins.is_empty() {
-        println!("no plugins found");
+        crate::outln!("no plugins found");
     } else {
         let rows: Vec<[String; 5]> = reg
             .plugins
@@ -274,27 +275,27 @@ fn list(args: &ListArgs, verbose: u8) -> u8 {
             .collect();
         let width = |i: usize, min: usize| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(min).max(min);
         let (w0, w2, w3) = (width(0, 2), width(2, 7), width(3, 11));
-        println!("{:<w0$}  {:<6}  {:<w2$}  {:<w3$}  LIBRARY", "ID", "KIND", "VERSION", "DESCRIPTION");
+        crate::outln!("{:<w0$}  {:<6}  {:<w2$}  {:<w3$}  LIBRARY", "ID", "KIND", "VERSION", "DESCRIPTION");
         for r in rows {
-            println!("{:<w0$}  {:<6}  {:<w2$}  {:<w3$}  {}", r[0], r[1], r[2], r[3], r[4]);
+            crate::outln!("{:<w0$}  {:<6}  {:<w2$}  {:<w3$}  {}", r[0], r[1], r[2], r[3], r[4]);
         }
     }
     if verbose > 0 {
         for (d, o) in &search.dirs {
-            eprintln!("searched {} ({o:?})", d.display());
+            crate::errln!("searched {} ({o:?})", d.display());
         }
         if let Some((n, t)) = reg.probe_time {
-            eprintln!("loaded {n} libraries in a probing child process first in {:.2} ms", t.as_secs_f64() * 1e3);
+            crate::errln!("loaded {n} libraries in a probing child process first in {:.2} ms", t.as_secs_f64() * 1e3);
         }
         for (p, t) in &reg.load_times {
-            eprintln!("loaded {} in {:.2} ms", p.display(), t.as_secs_f64() * 1e3);
+            crate::errln!("loaded {} in {:.2} ms", p.display(), t.as_secs_f64() * 1e3);
         }
         for p in &reg.skipped {
-            eprintln!("skipped {}: not a tolk plugin", p.display());
+            crate::errln!("skipped {}: not a tolk plugin", p.display());
         }
     }
     for w in &reg.warnings {
-        eprintln!("warning: {w}");
+        crate::errln!("warning: {w}");
     }
     for e in &reg.errors {
         print_load_error(e, verbose);
@@ -309,7 +310,7 @@ fn check(path: &Path, verbose: u8) -> u8 {
     };
     let routes: usize = config.routes.iter().map(|r| r.to.len()).sum();
     let count = |k: PluginKind| plugins.instances.iter().filter(|(kind, _)| *kind == k).count();
-    println!(
+    crate::outln!(
         "{}: ok — {} source{}, {} route{}, {} prompt provider{}, {} sink instance{} (engine: {} {})",
         config.file,
         count(PluginKind::Source),
@@ -326,7 +327,7 @@ fn check(path: &Path, verbose: u8) -> u8 {
     for r in &config.routes {
         let src = config.source(&r.source).map(|s| s.language.as_str()).unwrap_or("?");
         let via = r.via.as_ref().map(|v| format!(" via {v}")).unwrap_or_default();
-        println!(
+        crate::outln!(
             "  {} ({src}){via} → {}  sinks: {}",
             r.source,
             r.to.join(", "),
@@ -336,7 +337,7 @@ fn check(path: &Path, verbose: u8) -> u8 {
     let translated = config.routes.iter().flat_map(|r| &r.to).filter(|l| *l != config::FLOOR).count();
     if translated > 0 {
         let per_route = crate::router::cost::estimate_per_hour(&config.run.prices, config.run.keep_turns);
-        println!(
+        crate::outln!(
             "  estimated cost: ${:.2} per hour of continuous speech ({translated} translated route{} × ${per_route:.2}{})",
             per_route * translated as f64,
             plural(translated),
@@ -354,14 +355,14 @@ fn check_library(library: &Path, config: Option<&Path>, only: &[String], failed_
     let mut config = match config.map(CheckConfig::from_file).transpose() {
         Ok(c) => c.unwrap_or_default(),
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::errln!("error: {e}");
             return exit::USAGE;
         }
     };
     let names = || tolk_plugin_api::testing::CHECKS.iter().map(|c| c.name);
     for name in only {
         if !names().any(|n| n == name) {
-            eprintln!(
+            crate::errln!(
                 "error: --only: no check called \"{name}\"{}; --list-checks shows them",
                 crate::util::did_you_mean(name, names())
             );
@@ -370,23 +371,23 @@ fn check_library(library: &Path, config: Option<&Path>, only: &[String], failed_
     }
     config.only = only.to_vec();
     if !library.is_file() {
-        eprintln!("error: {}: no such file", library.display());
+        crate::errln!("error: {}: no such file", library.display());
         return exit::USAGE;
     }
     match plugin_host::check::run(library, &config, verbose > 0) {
         Ok(report) if failed_only => {
             for r in report.results.iter().filter(|r| r.outcome.is_failure()) {
-                println!("{r}");
+                crate::outln!("{r}");
             }
-            println!("{}", report.summary());
+            crate::outln!("{}", report.summary());
             if report.passed() { exit::OK } else { exit::RUNTIME }
         }
         Ok(report) => {
-            println!("{report}");
+            crate::outln!("{report}");
             if report.passed() { exit::OK } else { exit::RUNTIME }
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::errln!("error: {e}");
             exit::USAGE
         }
     }
@@ -402,7 +403,7 @@ fn child(what: ChildCommand) -> u8 {
             match plugin_host::check::child_describe(&library, full_report) {
                 Ok(()) => exit::OK,
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    crate::errln!("error: {e}");
                     exit::USAGE
                 }
             }
@@ -411,7 +412,7 @@ fn child(what: ChildCommand) -> u8 {
             match plugin_host::check::child_check(&library, &kind, &id, &check, &config_dir) {
                 Ok(()) => exit::OK,
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    crate::errln!("error: {e}");
                     exit::USAGE
                 }
             }

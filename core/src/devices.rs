@@ -89,7 +89,7 @@ pub fn run(args: &DevicesArgs) -> u8 {
     let stop = Shutdown::on_signals();
     for p in &args.paths {
         if !p.is_dir() {
-            eprintln!("error: --path {}: not a directory", p.display());
+            crate::errln!("error: --path {}: not a directory", p.display());
             return exit::USAGE;
         }
     }
@@ -97,7 +97,7 @@ pub fn run(args: &DevicesArgs) -> u8 {
     search.dirs.retain(|(d, _)| d.is_dir());
     let reg = Registry::discover_probed(&search);
     for e in &reg.errors {
-        eprintln!("warning: {e}");
+        crate::errln!("warning: {e}");
     }
     match &args.meter {
         Some(name) => meter(&reg, args, name, &stop),
@@ -108,7 +108,7 @@ pub fn run(args: &DevicesArgs) -> u8 {
 fn print_list(reg: &Registry) -> u8 {
     let all = collect(reg);
     if all.is_empty() {
-        eprintln!(
+        crate::errln!(
             "error: no installed plugin lists devices (capability {CAPABILITY}); `tolk plugins` shows what is installed"
         );
         return exit::RUNTIME;
@@ -117,20 +117,20 @@ fn print_list(reg: &Registry) -> u8 {
     for p in &all {
         let what = if p.kind == PluginKind::Source { "input" } else { "output" };
         match &p.devices {
-            Ok(list) if list.is_empty() => println!("{what} devices ({}): none", p.plugin),
+            Ok(list) if list.is_empty() => crate::outln!("{what} devices ({}): none", p.plugin),
             Ok(list) => {
-                println!("{what} devices ({}):", p.plugin);
+                crate::outln!("{what} devices ({}):", p.plugin);
                 for d in list {
-                    println!("  {} {d}", if d.is_default() { "*" } else { " " });
+                    crate::outln!("  {} {d}", if d.is_default() { "*" } else { " " });
                 }
             }
             Err(e) => {
                 failed = true;
-                eprintln!("error: {}: cannot list {what} devices: {e}", p.plugin);
+                crate::errln!("error: {}: cannot list {what} devices: {e}", p.plugin);
             }
         }
     }
-    println!("(* = default; use the name, a unique part of it, or \"default\" in `device = \"…\"`)");
+    crate::outln!("(* = default; use the name, a unique part of it, or \"default\" in `device = \"…\"`)");
     if failed { exit::RUNTIME } else { exit::OK }
 }
 
@@ -239,11 +239,11 @@ impl FfiWriter for MeterWriter {
 fn meter(reg: &Registry, args: &DevicesArgs, name: &str, stop: &Shutdown) -> u8 {
     let plugin = args.plugin.clone().unwrap_or_else(|| "tolk.mic".into());
     let Some(entry) = reg.get(PluginKind::Source, &plugin) else {
-        eprintln!("error: --plugin: no source plugin with id \"{plugin}\"; `tolk plugins` lists what is installed");
+        crate::errln!("error: --plugin: no source plugin with id \"{plugin}\"; `tolk plugins` lists what is installed");
         return exit::USAGE;
     };
     if !entry.descriptor.capabilities().any(|c| c == CAPABILITY) {
-        eprintln!("error: --plugin: {plugin} does not open devices (no capability {CAPABILITY})");
+        crate::errln!("error: --plugin: {plugin} does not open devices (no capability {CAPABILITY})");
         return exit::USAGE;
     }
     let config = format!("device = {}\n", toml::Value::String(name.to_string()));
@@ -255,14 +255,14 @@ fn meter(reg: &Registry, args: &DevicesArgs, name: &str, stop: &Shutdown) -> u8 
     let mut source = match reg.create_source(&plugin, &config, host) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {plugin}: {e}");
+            crate::errln!("error: {plugin}: {e}");
             return exit::USAGE;
         }
     };
     let format = match source.format() {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("error: {plugin}: {e}");
+            crate::errln!("error: {plugin}: {e}");
             return exit::RUNTIME;
         }
     };
@@ -273,10 +273,10 @@ fn meter(reg: &Registry, args: &DevicesArgs, name: &str, stop: &Shutdown) -> u8 
         channels: usize::from(format.channels),
     };
     if let Err(e) = source.start(FfiWriter_TO::from_ptr(RArc::new(writer.clone()), TD_Opaque)) {
-        eprintln!("error: {plugin}: {e}");
+        crate::errln!("error: {plugin}: {e}");
         return exit::RUNTIME;
     }
-    eprintln!("metering {name:?} ({format}); Ctrl-C stops");
+    crate::errln!("metering {name:?} ({format}); Ctrl-C stops");
     let started = Instant::now();
     let limit = (args.seconds > 0.0).then(|| Duration::from_secs_f64(args.seconds));
     let mut err = std::io::stderr();
@@ -295,13 +295,13 @@ fn meter(reg: &Registry, args: &DevicesArgs, name: &str, stop: &Shutdown) -> u8 
     let levels = *writer.levels.lock().unwrap_or_else(|p| p.into_inner());
     let (peak, rms) = levels.total();
     let secs = levels.n as f64 / f64::from(format.sample_rate.max(1)) / f64::from(format.channels.max(1));
-    println!("{name}: peak {peak:.1} dBFS, rms {rms:.1} dBFS over {secs:.1} s");
+    crate::outln!("{name}: peak {peak:.1} dBFS, rms {rms:.1} dBFS over {secs:.1} s");
     if let Some(e) = writer.failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        eprintln!("error: {plugin}: {e}");
+        crate::errln!("error: {plugin}: {e}");
         return exit::RUNTIME;
     }
     if let Err(e) = stopped {
-        eprintln!("error: {plugin}: {e}");
+        crate::errln!("error: {plugin}: {e}");
         return exit::RUNTIME;
     }
     exit::OK

@@ -32,6 +32,7 @@
 //! - [`audio`]: sample conversion, channel mixing and resampling.
 //! - [`shutdown`]: the one shutdown signal (Ctrl-C, SIGTERM) every command uses.
 //! - [`logging`]: the tracing subscriber behind `-v`/`-q` and `TOLK_LOG`.
+//! - [`console`]: command output on stdout that survives a closed pipe ([`outln!`]).
 //! - [`util`]: edit distance for "did you mean".
 //!
 //! Plugin code runs only on threads the host owns (or the plugin's own), never inside an
@@ -40,6 +41,7 @@
 pub mod audio;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod devices;
 pub mod exit;
 pub mod logging;
@@ -64,5 +66,6 @@ pub fn main_with_args() -> u8 {
         }
     };
     logging::init(cli.verbose, cli.quiet);
-    cli::run(cli)
+    let code = cli::run(cli);
+    if code == exit::OK && console::failed() { exit::RUNTIME } else { code }
 }

@@ -5,8 +5,8 @@
 //! Exit status: 0 when everything ran to the end; 1 when a plugin failed (whatever its
 //! policy did, a successful restart included), a route could not run, a sink lost anything
 //! (dropped or undelivered audio or text, failed writes; listed per route in the summary), a
-//! sink had to be abandoned, or the budget ran out; 2 for configuration and plugin-load errors
-//! (nothing started).
+//! sink had to be abandoned, the budget ran out, or a source wrote faster than its lane took it
+//! and lost the refused audio; 2 for configuration and plugin-load errors (nothing started).
 
 use std::{
     io::IsTerminal,
@@ -69,7 +69,7 @@ fn discover(config: &Config) -> Registry {
 /// Prints the configuration's warnings and then `more`.
 fn print_warnings(config: &Config, more: &[String]) {
     for w in config.warnings.iter().chain(more) {
-        eprintln!("warning: {w}");
+        crate::errln!("warning: {w}");
     }
 }
 
@@ -80,17 +80,17 @@ fn print_errors(config: &Config, errors: &[config::ConfigError], reg: &Registry,
         return false;
     }
     for e in errors {
-        eprintln!("error: {e}");
+        crate::errln!("error: {e}");
     }
     if verbose > 0 {
         for e in &reg.errors {
             if let Some(d) = e.detail() {
-                eprintln!("{d}");
+                crate::errln!("{d}");
             }
         }
     }
     let n = errors.len();
-    eprintln!("{}: {n} error{}", config.file, if n == 1 { "" } else { "s" });
+    crate::errln!("{}: {n} error{}", config.file, if n == 1 { "" } else { "s" });
     true
 }
 
@@ -105,7 +105,7 @@ pub fn run(args: &RunArgs) -> u8 {
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            crate::errln!("error: cannot start the async runtime: {e}");
             return exit::RUNTIME;
         }
     };
@@ -118,7 +118,7 @@ pub fn run(args: &RunArgs) -> u8 {
                 Some(e)
             }
             Err(msg) => {
-                eprintln!("error: {}: {msg}", config.file);
+                crate::errln!("error: {}: {msg}", config.file);
                 return exit::USAGE;
             }
         }
@@ -136,7 +136,7 @@ pub fn run(args: &RunArgs) -> u8 {
         Ok(o) => o,
         Err(errors) => {
             for e in errors {
-                eprintln!("error: {}: {e}", config.file);
+                crate::errln!("error: {}: {e}", config.file);
             }
             return exit::RUNTIME;
         }
@@ -189,7 +189,7 @@ fn start_engine(
 pub fn print_summary(config: &Config, outcome: &Outcome) {
     let stats: &RunStats = &outcome.stats;
     let secs = |f: u64| f as f64 / 24_000.0;
-    println!(
+    crate::outln!(
         "{}: {} in {:.1} s — {} route{}, cost ${:.4}{}",
         config.file,
         if outcome.exit == exit::OK { "done" } else { "finished with problems" },
@@ -227,19 +227,29 @@ pub fn print_summary(config: &Config, outcome: &Outcome) {
         if let (Some(p50), Some(p99)) = (sys.quantile(0.5), sys.quantile(0.99)) {
             line += &format!("  system p50 {p50:.2} ms p99 {p99:.2} ms");
         }
-        println!("{line}");
+        crate::outln!("{line}");
         // What this route lost at its sinks (nothing is lost silently).
         for loss in stats.sink_losses(i) {
-            println!("    lost at {}", loss.describe());
+            crate::outln!("    lost at {}", loss.describe());
+        }
+    }
+    for (id, _) in &stats.sources {
+        let refused = stats.refused_frames(id);
+        if refused > 0 {
+            crate::outln!(
+                "  source {id}: {:.1} s of audio refused and lost: it wrote faster than its lane ({} ms) took it",
+                secs(refused),
+                stats.source_buffer_ms
+            );
         }
     }
     for (s, lane) in &stats.sinks {
         let stalls = lane.counts().stalls;
         if stalls > 0 {
-            println!("  sink {}: stalled {stalls} time{}", s.name, if stalls == 1 { "" } else { "s" });
+            crate::outln!("  sink {}: stalled {stalls} time{}", s.name, if stalls == 1 { "" } else { "s" });
         }
     }
     for p in &outcome.problems {
-        eprintln!("error: {p}");
+        crate::errln!("error: {p}");
     }
 }

@@ -72,7 +72,9 @@ impl Host {
 /// sound card callback) can own a clone.
 ///
 /// Every write is non-blocking and returns the number of whole frames accepted; a frame not
-/// accepted is the caller's to drop (live sources) or retry (file sources).
+/// accepted is the caller's to drop (live sources) or retry (file sources). The host counts
+/// refused frames as dropped when the source writes again (or ends) without calling
+/// [`wait_writable`](Self::wait_writable) first, so a source that retries waits before it does.
 #[derive(Clone)]
 pub struct AudioWriter {
     inner: Arc<WriterBox>,

@@ -69,7 +69,7 @@ pub mod types;
 pub use config::parse_config;
 pub use host::{AudioWriter, Host};
 pub use prompt::PromptProvider;
-pub use sink::OutputSink;
+pub use sink::{OutputFile, OutputSink};
 pub use source::AudioSource;
 pub use types::{
     AudioBlock, AudioFormat, AudioRole, Descriptor, ErrorKind, LogLevel, PluginError, PluginKind, Prompt,
@@ -111,8 +111,8 @@ pub const API_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub mod prelude {
     pub use crate::serde::Deserialize;
     pub use crate::{
-        AudioBlock, AudioFormat, AudioRole, AudioSource, AudioWriter, Host, LogLevel, OutputSink, PluginError, Prompt,
-        PromptProvider, PromptRequest, SampleFormat, Samples, TextEvent, TextRole,
+        AudioBlock, AudioFormat, AudioRole, AudioSource, AudioWriter, Host, LogLevel, OutputFile, OutputSink,
+        PluginError, Prompt, PromptProvider, PromptRequest, SampleFormat, Samples, TextEvent, TextRole,
     };
 }
 

@@ -1,5 +1,7 @@
 //! [`OutputSink`]: where translated audio and captions go.
 
+use std::path::PathBuf;
+
 use serde::de::DeserializeOwned;
 
 use crate::{AudioBlock, AudioFormat, Host, PluginError, TextEvent, device::DeviceInfo};
@@ -105,5 +107,36 @@ pub trait OutputSink: Sized + Send + 'static {
     /// `[control]` may block briefly (≤ 2 s) while the backend enumerates.
     fn devices() -> Result<Vec<DeviceInfo>, PluginError> {
         Err(PluginError::unsupported(format!("{} does not list devices", Self::ID)))
+    }
+
+    /// Every file this instance will write, each with the config key that names it, as the
+    /// instance will open it (resolved with [`Host::resolve_path`], `{lang}` already
+    /// replaced). Declare them and the host checks, at `tolk check` and before anything
+    /// starts, that no two outputs of a run share a file (two sinks on one path, or one file
+    /// receiving the audio of several languages), that each one can be written (its folder is
+    /// a folder on a writable file system, no NUL in the name), and names the key when not.
+    ///
+    /// The default declares nothing: a sink that writes no files (a speaker, a network stream)
+    /// keeps it.
+    ///
+    /// `[control]` must not block; called after `new`, before `start`.
+    fn output_files(&self) -> Vec<OutputFile> {
+        Vec::new()
+    }
+}
+
+/// A file a sink instance writes: see [`OutputSink::output_files`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputFile {
+    /// The config key that names the file (`path`, `vtt`), for messages: `sink[1].config.vtt`.
+    pub key: String,
+    /// The file, as the instance will open it.
+    pub path: PathBuf,
+}
+
+impl OutputFile {
+    /// The file `path`, named by config key `key`.
+    pub fn new(key: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        OutputFile { key: key.into(), path: path.into() }
     }
 }

@@ -6,6 +6,7 @@ mod cli;
 mod config;
 mod conformance;
 mod devices;
+mod inputs;
 mod loading;
 mod readme_plugin;
 mod realtime;

@@ -7,6 +7,7 @@
 //! The schema is documented in `configs/README.md`.
 
 pub mod lang;
+pub mod outputs;
 mod raw;
 pub mod run;
 mod validate;

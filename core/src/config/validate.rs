@@ -11,6 +11,7 @@ use tolk_plugin_api::{ErrorKind, PluginError, PluginKind};
 
 use super::{
     Config, ConfigError, Engine, FailurePolicy, PluginSpec, Provider, RouteSpec, SourceSpec, VOICES, dir_of, lang,
+    outputs,
     raw::{PathList, RawEngine, RawPlugin, RawPlugins, RawRoute, RawSource},
 };
 use crate::{
@@ -738,11 +739,14 @@ pub struct PluginCheck {
 }
 
 /// Checks every plugin reference against `registry` and creates each instance once (as `tolk
-/// run` would, without starting it), so that each plugin validates its own table.
+/// run` would, without starting it), so that each plugin validates its own table. Then the
+/// files the sink instances declare (`output_files`) are checked: each writable, none shared
+/// by two outputs, none holding several languages' audio (see [`outputs`]).
 pub fn check_plugins(config: &Config, registry: &Registry) -> PluginCheck {
     let mut out = PluginCheck::default();
     let mut cx = Ctx { file: config.file.clone(), errors: vec![], rejected: BTreeSet::new() };
     let mut missing = false;
+    let mut written: Vec<Written> = vec![];
     let host = |id: &str, plugin: &str| HostServices {
         instance_id: id.to_string(),
         plugin_id: plugin.to_string(),
@@ -789,18 +793,49 @@ pub fn check_plugins(config: &Config, registry: &Registry) -> PluginCheck {
                         cx.err(s.key.clone(), format!("plugin \"{}\" {e}{suffix}", s.plugin));
                         continue;
                     }
+                    let files = match sink.output_files() {
+                        Ok(files) => files,
+                        Err(e) => {
+                            plugin_error(&mut cx, &s.key, &e, lang.as_deref());
+                            continue;
+                        }
+                    };
                     if !s.per_language()
                         && langs.len() > 1
                         && let Ok(Some(_)) = sink.format()
                     {
-                        out.warnings.push(format!(
-                            "{}: {}: sink \"{}\" receives audio in {} languages ({}) into one instance; put {{lang}} in its config for one per language",
-                            config.file,
-                            s.key,
-                            s.id,
-                            langs.len(),
-                            langs.join(", ")
-                        ));
+                        // One instance receives every language's audio: into one file, that
+                        // is one language's recording holding another's.
+                        for (key, path) in &files {
+                            cx.err(
+                                format!("{}.config.{key}", s.key),
+                                format!(
+                                    "{} would hold the audio of {} languages ({}) in one file; put {{lang}} in the path for one file per language",
+                                    outputs::shown(path),
+                                    langs.len(),
+                                    langs.join(", ")
+                                ),
+                            );
+                        }
+                        if files.is_empty() {
+                            out.warnings.push(format!(
+                                "{}: {}: sink \"{}\" receives audio in {} languages ({}) into one instance; put {{lang}} in its config for one per language",
+                                config.file,
+                                s.key,
+                                s.id,
+                                langs.len(),
+                                langs.join(", ")
+                            ));
+                        }
+                    }
+                    for (key, path) in files {
+                        written.push(Written {
+                            sink: s.key.clone(),
+                            key,
+                            path,
+                            instance: id.clone(),
+                            lang: lang.clone(),
+                        });
                     }
                     out.instances.push((PluginKind::Sink, id));
                 }
@@ -808,6 +843,7 @@ pub fn check_plugins(config: &Config, registry: &Registry) -> PluginCheck {
             }
         }
     }
+    check_outputs(&mut cx, &written);
     // Library load errors matter when something the config needs is missing, and then they
     // come first: they are the cause of the "no … plugin" lines. Otherwise a broken
     // third-party library elsewhere on the path is only worth a warning.
@@ -823,6 +859,48 @@ pub fn check_plugins(config: &Config, registry: &Registry) -> PluginCheck {
     out.load_errors = load_errors.errors;
     out.errors = cx.errors;
     out
+}
+
+/// A file a sink instance declared it writes.
+struct Written {
+    /// The sink's key path (`sink[1]`).
+    sink: String,
+    /// The plugin's config key naming the file (`vtt`).
+    key: String,
+    path: PathBuf,
+    /// The instance id (`captions:es`).
+    instance: String,
+    /// The language of a per-language instance.
+    lang: Option<String>,
+}
+
+/// Every declared output can be written, and none shares a file with another.
+fn check_outputs(cx: &mut Ctx, written: &[Written]) {
+    let mut seen: BTreeMap<PathBuf, &Written> = BTreeMap::new();
+    for w in written {
+        let key = format!("{}.config.{}", w.sink, w.key);
+        if let Some(why) = outputs::unwritable(&w.path) {
+            let suffix = w.lang.as_ref().map(|l| format!(" (for {l})")).unwrap_or_default();
+            cx.err(key, format!("{why}{suffix}"));
+            continue;
+        }
+        let file = outputs::identity(&w.path);
+        match seen.get(&file) {
+            Some(first) => cx.err(
+                key,
+                format!(
+                    "{} is also written by {}.config.{} (instance {}); two outputs in one file corrupt each other",
+                    outputs::shown(&w.path),
+                    first.sink,
+                    first.key,
+                    first.instance
+                ),
+            ),
+            None => {
+                seen.insert(file, w);
+            }
+        }
+    }
 }
 
 fn known(cx: &mut Ctx, registry: &Registry, kind: PluginKind, key: &str, plugin: &str) -> bool {

@@ -142,7 +142,7 @@ pub fn run(lib: &Path, config: &CheckConfig, verbose: bool) -> Result<Report, St
                 // Everything but the final error line, which the caller prints.
                 let lines: Vec<&str> = stderr.lines().collect();
                 for l in &lines[..lines.len().saturating_sub(1)] {
-                    eprintln!("{l}");
+                    crate::errln!("{l}");
                 }
             }
             return Err(last_line(&stderr));
@@ -371,7 +371,7 @@ pub(crate) fn signal_name(sig: i32) -> &'static str {
 pub fn child_describe(lib: &Path, verbose: bool) -> Result<(), LoadError> {
     let lib = load_one(lib).inspect_err(|e| {
         if verbose && let Some(detail) = e.detail() {
-            eprintln!("{detail}");
+            crate::errln!("{detail}");
         }
     })?;
     let mut out = std::io::stdout().lock();
@@ -418,7 +418,7 @@ pub fn child_check(lib: &Path, kind: &str, id: &str, check: &str, config_dir: &P
     let options = Options { skip: vec![], config_dir: Some(config_dir.to_path_buf()) };
     let outcome = testing::run_check(check, &descriptor, &config, &factory, &options);
     let line = ChildOutcome { outcome: outcome.label().into(), detail: outcome.detail().into() };
-    println!("{}", serde_json::to_string(&line).unwrap_or_default());
+    crate::outln!("{}", serde_json::to_string(&line).unwrap_or_default());
     Ok(())
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use abi_stable::{
     sabi_trait::TD_Opaque,
-    std_types::{RArc, ROption, RResult, RStr, RString},
+    std_types::{RArc, ROption, RResult, RStr, RString, Tuple2},
 };
 use tolk_plugin_api::{
     AudioBlock, AudioFormat, ErrorKind, LogLevel, PluginError, Prompt, PromptRequest, TextEvent,
@@ -144,6 +144,12 @@ impl SinkInstance {
     /// Stops it.
     pub fn stop(&mut self) -> Result<(), PluginError> {
         self.guard.call(|s| s.stop())
+    }
+    /// The files it will write: (config key, path), as it declares them.
+    pub fn output_files(&mut self) -> Result<Vec<(String, PathBuf)>, PluginError> {
+        self.guard
+            .call(|s| s.output_files())
+            .map(|v| v.into_iter().map(|Tuple2(k, p)| (k.into_string(), PathBuf::from(p.into_string()))).collect())
     }
     /// The panic that poisoned it, if any.
     pub fn poisoned(&self) -> Option<&PluginError> {

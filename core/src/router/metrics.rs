@@ -384,6 +384,11 @@ pub struct RunStats {
     pub route_sinks: Vec<Vec<usize>>,
     /// Per source: (id, frames read at 24 kHz).
     pub sources: Vec<(String, Arc<AtomicU64>)>,
+    /// Per source (as `sources`): audio it wrote faster than its lane took it, refused and
+    /// dropped (24 kHz frames).
+    pub source_refused: Vec<Arc<AtomicU64>>,
+    /// `[run] source_buffer_ms`, for messages.
+    pub source_buffer_ms: u64,
     /// The budget, if any.
     pub budget_usd: Option<f64>,
 }
@@ -425,16 +430,33 @@ impl RunStats {
         (0..self.routes.len()).any(|r| !self.sink_losses(r).is_empty())
     }
 
+    /// Audio source `id` wrote and its lane refused (24 kHz frames).
+    pub fn refused_frames(&self, id: &str) -> u64 {
+        self.sources.iter().zip(&self.source_refused).find(|((s, _), _)| s == id).map_or(0, |(_, r)| r.load(Relaxed))
+    }
+
     /// The status as JSON (for `--json-status`).
     pub fn json(&self, final_: bool, exit: Option<u8>) -> serde_json::Value {
+        let mut v = self.json_counters(final_, exit);
+        // Per route, what its source lost before any route saw it.
+        if let Some(routes) = v["routes"].as_array_mut() {
+            for (j, r) in routes.iter_mut().zip(&self.routes) {
+                j["source_refused_s"] = json!(self.refused_frames(&r.source) as f64 / RATE);
+            }
+        }
+        v
+    }
+
+    fn json_counters(&self, final_: bool, exit: Option<u8>) -> serde_json::Value {
         json!({
             "final": final_,
             "exit_status": exit,
             "elapsed_s": self.started.elapsed().as_secs_f64(),
             "cost_usd": self.cost_usd(),
             "budget_usd": self.budget_usd,
-            "sources": self.sources.iter().map(|(id, f)| json!({
+            "sources": self.sources.iter().zip(&self.source_refused).map(|((id, f), refused)| json!({
                 "source": id, "audio_s": f.load(Relaxed) as f64 / RATE,
+                "refused_s": refused.load(Relaxed) as f64 / RATE,
             })).collect::<Vec<_>>(),
             "routes": self.routes.iter().enumerate().map(|(i, r)| {
                 let mut j = r.json();
@@ -590,6 +612,16 @@ impl RunStats {
             "counter",
             lost,
         );
+        metric(
+            "tolk_source_refused_seconds",
+            "Audio a source wrote faster than its lane took it, refused and lost.",
+            "counter",
+            self.sources
+                .iter()
+                .zip(&self.source_refused)
+                .map(|((id, _), r)| (format!("source=\"{id}\""), r.load(Relaxed) as f64 / RATE))
+                .collect(),
+        );
         metric("tolk_run_cost_usd", "Cost of the run so far.", "counter", vec![(String::new(), self.cost_usd())]);
         o
     }
@@ -678,6 +710,8 @@ mod tests {
             sinks: sinks.clone(),
             route_sinks: vec![vec![0, 1], vec![]],
             sources: vec![],
+            source_refused: vec![],
+            source_buffer_ms: 100,
             budget_usd: None,
         };
         assert!(!stats.any_sink_loss());

@@ -389,12 +389,15 @@ pub fn run(
     let sink_stats: Vec<Arc<SinkStats>> = plan.sinks.iter().map(|s| Arc::new(SinkStats::new(&s.id))).collect();
     let sink_lanes: Vec<Arc<SinkLane>> = plan.sinks.iter().map(|_| Arc::new(SinkLane::new(cap))).collect();
     let source_frames: Vec<Arc<AtomicU64>> = config.sources.iter().map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let source_refused: Vec<Arc<AtomicU64>> = config.sources.iter().map(|_| Arc::new(AtomicU64::new(0))).collect();
     let stats = Arc::new(RunStats {
         started: Instant::now(),
         routes: route_stats.clone(),
         sinks: sink_stats.iter().cloned().zip(sink_lanes.iter().cloned()).collect(),
         route_sinks: plan.routes.iter().map(|r| r.sinks.clone()).collect(),
         sources: config.sources.iter().map(|s| s.id.clone()).zip(source_frames.iter().cloned()).collect(),
+        source_refused: source_refused.clone(),
+        source_buffer_ms: settings.source_buffer_ms,
         budget_usd: settings.budget_usd,
     });
     let shared = Arc::new(Shared {
@@ -453,7 +456,8 @@ pub fn run(
     debug_assert!(route_inputs_ok);
     let n_sources = config.sources.len();
     for (i, (inst, cons)) in sources.into_iter().zip(consumers).enumerate() {
-        threads.push(source::spawn(Arc::clone(&shared), i, inst, cons, Arc::clone(&source_frames[i])));
+        let (frames, refused) = (Arc::clone(&source_frames[i]), Arc::clone(&source_refused[i]));
+        threads.push(source::spawn(Arc::clone(&shared), i, inst, cons, frames, refused));
     }
     drop(prompt_lanes);
 
@@ -636,8 +640,8 @@ fn control_loop(
         ));
     }
     // Audio or text a sink lost (dropped, undelivered, failed writes, restarts) is a loss of
-    // the run: the summary lists it per route.
-    if stats.any_sink_loss() {
+    // the run: the summary lists it per route. So is audio a source wrote and its lane refused.
+    if stats.any_sink_loss() || stats.source_refused.iter().any(|r| r.load(Relaxed) > 0) {
         exit = 1;
     }
     status.write(stats, true, Some(exit));

@@ -53,12 +53,13 @@ pub(crate) fn spawn(
     instance: SourceInstance,
     consumers: Vec<Consumer>,
     frames: Arc<AtomicU64>,
+    refused: Arc<AtomicU64>,
 ) -> JoinHandle<()> {
     let name = format!("tolk-src-{}", shared.config.sources[idx].id);
     std::thread::Builder::new()
         .name(name)
         .spawn(move || {
-            let mut t = SourceThread { shared, idx, consumers, frames, out_pos: 0 };
+            let mut t = SourceThread { shared, idx, consumers, frames, refused, out_pos: 0 };
             t.run(instance);
             let _ = t.shared.control.send(Control::SourceDone);
         })
@@ -70,6 +71,8 @@ struct SourceThread {
     idx: usize,
     consumers: Vec<Consumer>,
     frames: Arc<AtomicU64>,
+    /// Audio the source wrote faster than its lane took it and dropped (24 kHz frames).
+    refused: Arc<AtomicU64>,
     /// Next frame offset on the internal (24 kHz) stream clock.
     out_pos: u64,
 }
@@ -169,7 +172,10 @@ impl SourceThread {
         for c in &self.consumers {
             self.shared.route_stats[c.route()].set_state(RouteState::Running);
         }
-        let ended = self.pump(&reader, &mut converter, format);
+        let mut refused = Refused::default();
+        let ended = self.pump(&reader, &mut converter, format, &mut refused);
+        // The end of the stream counts a refusal the source never came back for.
+        refused.account(self, &reader, format);
         reader.close();
         if let Ended::Normal = ended {
             let born = Instant::now();
@@ -182,12 +188,19 @@ impl SourceThread {
         ended
     }
 
-    fn pump(&mut self, reader: &LaneReader, converter: &mut Converter, format: AudioFormat) -> Ended {
+    fn pump(
+        &mut self,
+        reader: &LaneReader,
+        converter: &mut Converter,
+        format: AudioFormat,
+        refused: &mut Refused,
+    ) -> Ended {
         let mut expected_in: u64 = 0;
         loop {
             if self.shared.shutdown.level() >= Level::Graceful {
                 return Ended::Normal;
             }
+            refused.account(self, reader, format);
             match reader.recv_timeout(Duration::from_millis(100)) {
                 Some(LaneEvent::Audio(block)) => {
                     let born = Instant::now();
@@ -246,6 +259,43 @@ impl SourceThread {
                     }
                 }
             }
+        }
+    }
+}
+
+/// How often at most the warning about refused audio repeats while it grows.
+const REFUSED_WARN_EVERY: Duration = Duration::from_secs(5);
+
+/// Accounting of the audio one lane refused and its source dropped: the run's counter, and a
+/// warning while it grows, at most every [`REFUSED_WARN_EVERY`].
+#[derive(Default)]
+struct Refused {
+    /// What this lane had refused at the last look (source frames).
+    seen: u64,
+    /// When the last warning was given.
+    warned: Option<Instant>,
+    /// Refused audio not warned about yet.
+    unwarned: bool,
+}
+
+impl Refused {
+    fn account(&mut self, t: &SourceThread, reader: &LaneReader, format: AudioFormat) {
+        let now = reader.refused_frames();
+        if now > self.seen {
+            let frames = (now - self.seen) * u64::from(RATE) / u64::from(format.sample_rate.max(1));
+            self.seen = now;
+            t.refused.fetch_add(frames, Relaxed);
+            self.unwarned = true;
+        }
+        if self.unwarned && self.warned.is_none_or(|w| w.elapsed() >= REFUSED_WARN_EVERY) {
+            self.unwarned = false;
+            self.warned = Some(Instant::now());
+            tracing::warn!(
+                "source \"{}\": {:.1} s of audio refused so far: it writes faster than its lane ({} ms) takes it, and the source drops what is refused",
+                t.shared.config.sources[t.idx].id,
+                t.refused.load(Relaxed) as f64 / f64::from(RATE),
+                t.shared.config.run.source_buffer_ms
+            );
         }
     }
 }

@@ -8,6 +8,12 @@
 //!   waits with `wait_writable`, so nothing is lost.
 //!
 //! Blocks are stamped with their frame offset on the source's stream clock as they arrive.
+//!
+//! **Refused frames are counted.** A write that does not fit is accepted in part; the rest is
+//! the source's to retry or drop. A source that retries waits with `wait_writable` first (as
+//! the API asks of sources that must not lose audio); a live source writes on. So a refusal
+//! followed by another write (or the end of the stream) without a wait in between is audio
+//! the source dropped, and [`LaneReader::refused_frames`] counts it.
 
 use std::{
     collections::VecDeque,
@@ -75,6 +81,10 @@ struct State {
     queued_frames: usize,
     next_offset: u64,
     dropped_frames: u64,
+    /// Frames refused and then dropped by the source (see the module docs).
+    refused_frames: u64,
+    /// Frames the last write refused, until the source waits (a retry) or writes on (lost).
+    pending_refused: u64,
     ended: bool,
     failed: Option<PluginError>,
     closed: bool,
@@ -118,10 +128,14 @@ impl FfiWriter for LaneWriter {
             return 0;
         }
         let samples = block.samples();
-        let mut frames = samples.len() / ch;
+        let offered = samples.len() / ch;
+        let mut frames = offered;
         if sh.policy == Policy::Backpressure {
             frames = frames.min(sh.capacity_frames.saturating_sub(st.queued_frames));
         }
+        // Writing on without waiting after a refusal: the refused audio was dropped.
+        st.refused_frames += std::mem::take(&mut st.pending_refused);
+        st.pending_refused = (offered - frames) as u64;
         if frames == 0 {
             return 0;
         }
@@ -155,6 +169,8 @@ impl FfiWriter for LaneWriter {
         let sh = &*self.shared;
         let deadline = Instant::now() + Duration::from_millis(timeout_ms);
         let mut st = sh.state.lock().unwrap_or_else(|p| p.into_inner());
+        // The source waits to offer the refused audio again: not lost.
+        st.pending_refused = 0;
         loop {
             if st.closed {
                 return false;
@@ -174,11 +190,13 @@ impl FfiWriter for LaneWriter {
     }
     fn end_of_stream(&self) {
         let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.refused_frames += std::mem::take(&mut st.pending_refused);
         st.ended = true;
         self.shared.changed.notify_all();
     }
     fn fail(&self, error: PluginError) {
         let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.refused_frames += std::mem::take(&mut st.pending_refused);
         if st.failed.is_none() {
             st.failed = Some(error);
         }
@@ -237,6 +255,12 @@ impl LaneReader {
         self.shared.state.lock().unwrap_or_else(|p| p.into_inner()).dropped_frames
     }
 
+    /// Frames the source wrote that the lane refused and the source then dropped (a live source
+    /// writing faster than the host reads), in the source's frames.
+    pub fn refused_frames(&self) -> u64 {
+        self.shared.state.lock().unwrap_or_else(|p| p.into_inner()).refused_frames
+    }
+
     /// Tells the source to stop writing (`is_closed` becomes true) and wakes waiters.
     pub fn close(&self) {
         let mut st = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -274,6 +298,32 @@ mod tests {
         assert_eq!(b.frame_offset, 60);
         assert_eq!(b.samples, OwnedSamples::I16((0..40).collect()));
         assert_eq!(r.dropped_frames(), 0);
+        // Refused, then waited for and offered again: nothing lost.
+        assert_eq!(r.refused_frames(), 0);
+    }
+
+    #[test]
+    fn refused_frames_a_source_writes_on_from_are_counted_once() {
+        let (w, r) = lane(fmt(), Duration::from_millis(100), Policy::Backpressure);
+        // A live source: 60 of 150 refused, then it writes on (the 60 are gone).
+        assert_eq!(write(&w, 150), 100);
+        assert_eq!(r.refused_frames(), 0, "not lost before the source writes on");
+        assert_eq!(write(&w, 10), 0);
+        assert_eq!(r.refused_frames(), 50);
+        let _ = r.recv_timeout(Duration::ZERO);
+        assert_eq!(write(&w, 10), 10);
+        assert_eq!(r.refused_frames(), 60);
+        // A refusal right before the end is lost too.
+        assert_eq!(write(&w, 200), 90);
+        w.end_of_stream();
+        assert_eq!(r.refused_frames(), 170);
+        // A retrying source waits first: nothing counted.
+        let (w, r) = lane(fmt(), Duration::from_millis(100), Policy::Backpressure);
+        assert_eq!(write(&w, 150), 100);
+        let _ = r.recv_timeout(Duration::ZERO);
+        assert!(w.wait_writable(10));
+        assert_eq!(write(&w, 50), 50);
+        assert_eq!(r.refused_frames(), 0);
     }
 
     #[test]

@@ -251,7 +251,7 @@ pub fn run_foreground(options: ServeOptions) -> u8 {
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("tolk-serve").build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: tolk serve: cannot start the async runtime: {e}");
+            crate::errln!("error: tolk serve: cannot start the async runtime: {e}");
             return crate::exit::RUNTIME;
         }
     };
@@ -260,7 +260,7 @@ pub fn run_foreground(options: ServeOptions) -> u8 {
         let server = match Server::bind(options).await {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("error: tolk serve: {e}");
+                crate::errln!("error: tolk serve: {e}");
                 return crate::exit::RUNTIME;
             }
         };
@@ -749,12 +749,12 @@ pub fn run_cli(args: ServeArgs) -> u8 {
     let faults = match faults {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::errln!("error: {e}");
             return crate::exit::USAGE;
         }
     };
     if args.engine_speed.is_nan() || args.engine_speed < 0.0 {
-        eprintln!("error: --engine-speed {}: expected a factor ≥ 0 (0 = as fast as possible)", args.engine_speed);
+        crate::errln!("error: --engine-speed {}: expected a factor ≥ 0 (0 = as fast as possible)", args.engine_speed);
         return crate::exit::USAGE;
     }
     let engine_speed = if args.engine_speed == 0.0 { f64::INFINITY } else { args.engine_speed };

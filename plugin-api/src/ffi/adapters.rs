@@ -14,7 +14,7 @@ use abi_stable::{
     library::{__call_root_module_loader, CheckTypeLayout, LibHeader, RootModuleResult},
     prefix_type::PrefixTypeTrait,
     sabi_trait::TD_Opaque,
-    std_types::{RErr, ROk, ROption, RResult, RStr, RVec},
+    std_types::{RErr, ROk, ROption, RResult, RStr, RString, RVec, Tuple2},
 };
 
 use super::{
@@ -142,6 +142,14 @@ impl<T: OutputSink> FfiSink for SinkAdapter<T> {
     }
     fn stop(&mut self) -> RResult<(), PluginError> {
         self.0.call("stop", |s| s.stop())
+    }
+    fn output_files(&self) -> RResult<RVec<Tuple2<RString, RString>>, PluginError> {
+        self.0.call_ref("output_files", |s| {
+            Ok(s.output_files()
+                .into_iter()
+                .map(|o| Tuple2(RString::from(o.key), RString::from(o.path.to_string_lossy().into_owned())))
+                .collect())
+        })
     }
 }
 

@@ -21,7 +21,7 @@ use abi_stable::{
     library::RootModule,
     package_version_strings, sabi_trait,
     sabi_types::VersionStrings,
-    std_types::{RArc, RBox, ROption, RResult, RStr, RString, RVec},
+    std_types::{RArc, RBox, ROk, ROption, RResult, RStr, RString, RVec, Tuple2},
 };
 
 use crate::{
@@ -76,6 +76,11 @@ pub trait FfiSink: Send {
     fn flush(&mut self) -> RResult<(), PluginError>;
     #[sabi(last_prefix_field)]
     fn stop(&mut self) -> RResult<(), PluginError>;
+    /// [`OutputSink::output_files`](crate::OutputSink::output_files): (config key, path) pairs. After the
+    /// last prefix field, with a default body, so the host can call it on any instance.
+    fn output_files(&self) -> RResult<RVec<Tuple2<RString, RString>>, PluginError> {
+        ROk(RVec::new())
+    }
 }
 
 /// A host services object as passed to a plugin.

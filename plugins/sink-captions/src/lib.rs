@@ -287,6 +287,14 @@ impl OutputSink for Captions {
         self.state = State::Stopped;
         Ok(())
     }
+
+    // The host checks, before the run, that no other output shares these files.
+    fn output_files(&self) -> Vec<OutputFile> {
+        [("vtt", &self.vtt), ("srt", &self.srt), ("jsonl", &self.jsonl)]
+            .into_iter()
+            .filter_map(|(key, output)| output.as_ref().map(|o| OutputFile::new(key, &o.path)))
+            .collect()
+    }
 }
 
 impl Captions {

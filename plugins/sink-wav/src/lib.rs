@@ -394,6 +394,11 @@ impl OutputSink for WavSink {
             None => Ok(()),
         }
     }
+
+    // The host checks, before the run, that no other output shares this file.
+    fn output_files(&self) -> Vec<OutputFile> {
+        vec![OutputFile::new("path", &self.path)]
+    }
 }
 
 // A host that drops the sink without `stop` (after a failure elsewhere) still gets a complete

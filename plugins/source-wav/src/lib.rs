@@ -6,11 +6,17 @@
 //!
 //! The decisions a reader must know:
 //!
-//! - **The file is streamed, never loaded.** A three-hour event recording is gigabytes. hound
-//!   parses the header; after that the plugin reads the data chunk itself in 64 KiB reads and
-//!   decodes each block of little-endian samples in one pass into a reused buffer (hound's
-//!   per-sample iterator is an order of magnitude slower). Only the data chunk's own length is
-//!   played, so chunks after it (`LIST`, `id3 `) are never mistaken for audio.
+//! - **The file is streamed, never loaded.** A three-hour event recording is gigabytes. The
+//!   header is read by [`riff`] (which follows the RIFF rules hound does not: pad bytes after
+//!   odd-sized chunks, and the sizes `0xFFFFFFFF` or `0` of a streamed file, whose data runs to
+//!   the end of the file); after that the plugin reads the data chunk in 64 KiB reads and
+//!   decodes each block of little-endian samples in one pass into a reused buffer. Only the
+//!   data chunk's own length is played, so chunks after it (`LIST`, `id3 `) are never mistaken
+//!   for audio.
+//! - **Nothing is skipped without a word.** A file with no audio (a header only, an empty data
+//!   chunk), a second data chunk, or a FIFO instead of a file fails `new` with one line naming
+//!   the file; a float file with NaN or infinite samples plays them as silence with a warning
+//!   naming the file and where, and a file whose every sample is NaN fails the stream.
 //! - **16-bit files are delivered bit-exact** as `i16`; every other encoding (8-, 24-, 32-bit
 //!   integer, 32-bit float) as `f32`, integers scaled by 1/2^(bits-1).
 //! - **No sample is ever dropped.** When the host accepts less than a whole block, the rest is
@@ -18,7 +24,8 @@
 //!   catches up, because each block's due time is computed from the frames sent since `start`,
 //!   never by adding up sleeps.
 //! - **`new` opens and checks the file**, so a missing or unsupported file fails at
-//!   `tolk check`; `start` opens it again and starts from the beginning every time.
+//!   `tolk check` (and never blocks: only regular files are opened); `start` opens it again
+//!   and starts from the beginning every time.
 
 use std::{
     fs::File,
@@ -33,6 +40,8 @@ use std::{
 };
 
 use tolk_plugin_api::prelude::*;
+
+mod riff;
 
 // 1. The config. `path` is required; everything else has a default, so the smallest config is
 //    one line.
@@ -148,6 +157,7 @@ impl AudioSource for WavSource {
             writer,
             host: self.host.clone(),
             stop: Arc::clone(&self.stop),
+            non_finite: 0,
         };
         // Name your threads: panics and logs then say which plugin instance they came from.
         let thread = std::thread::Builder::new()
@@ -194,8 +204,9 @@ struct WavInfo {
     encoding: Encoding,
     /// Byte offset of the first sample in the file.
     data_start: u64,
-    /// Length of the data chunk in bytes: a whole number of frames.
-    data_len: u64,
+    /// Length of the data chunk in bytes, a whole number of frames; `None` for a streamed
+    /// file (its header gives no size), whose data runs to the end of the file.
+    data_len: Option<u64>,
 }
 
 impl WavInfo {
@@ -218,18 +229,19 @@ enum Encoding {
 }
 
 impl Encoding {
-    /// The encoding of samples with `bits` valid bits in `container` bytes, or the name of the
-    /// encoding when it is not supported.
-    fn new(format: hound::SampleFormat, bits: u16, container: u16) -> Result<Self, String> {
-        match format {
-            hound::SampleFormat::Float if bits == 32 && container == 4 => Ok(Encoding::F32),
-            hound::SampleFormat::Float => Err(format!("{bits}-bit float")),
-            hound::SampleFormat::Int if !matches!(bits, 8 | 16 | 24 | 32) => Err(format!("{bits}-bit integer")),
-            hound::SampleFormat::Int => match container {
+    /// The encoding of samples with format `tag` and `bits` valid bits in `container` bytes,
+    /// or the name of the encoding when it is not supported.
+    fn new(tag: u16, bits: u16, container: u16) -> Result<Self, String> {
+        match tag {
+            0x0003 if bits == 32 && container == 4 => Ok(Encoding::F32),
+            0x0003 => Err(format!("{bits}-bit float")),
+            0x0001 if !matches!(bits, 8 | 16 | 24 | 32) => Err(format!("{bits}-bit integer")),
+            0x0001 => match container {
                 1 if bits == 8 => Ok(Encoding::U8),
                 2..=4 if bits <= container * 8 => Ok(Encoding::Int { bytes: container as u8 }),
                 _ => Err(format!("{bits}-bit integer in {}-bit containers", u32::from(container) * 8)),
             },
+            other => Err(encoding_name(other, bits)),
         }
     }
 
@@ -277,86 +289,46 @@ impl Encoding {
 /// config errors that start with the key.
 fn open_wav(path: &Path) -> Result<(BufReader<File>, WavInfo), PluginError> {
     let shown = path.display();
-    if path.is_dir() {
+    let meta = std::fs::metadata(path).map_err(|e| PluginError::config(format!("path: cannot open {shown}: {e}")))?;
+    if meta.is_dir() {
         return Err(PluginError::config(format!("path: {shown} is a directory")));
     }
+    // Opening a FIFO blocks until someone writes to it, and `tolk check` must never block; a
+    // device or socket has no header to check either. Only regular files are played.
+    if !meta.is_file() {
+        return Err(PluginError::config(format!("path: {shown} is {}, not a regular file", special_kind(&meta))));
+    }
     let file = File::open(path).map_err(|e| PluginError::config(format!("path: cannot open {shown}: {e}")))?;
-    let reader =
-        hound::WavReader::new(BufReader::with_capacity(READ_CHUNK, file)).map_err(|e| header_error(path, e))?;
-    let spec = reader.spec();
-    let samples = u64::from(reader.len());
-    let mut inner = reader.into_inner();
-    let cannot_read = |e: io::Error| PluginError::config(format!("path: cannot read {shown}: {e}"));
-    let data_start = inner.stream_position().map_err(cannot_read)?;
-    // NOTE: hound keeps the container size (bytes per sample) private, and it differs from
-    // `bits_per_sample / 8` for 24-bit samples in 32-bit containers. hound has just read the
-    // data chunk's header, whose last four bytes are the chunk's length: length / samples is
-    // the container size. (An empty chunk has none; its encoding is judged by its bits.)
-    inner.seek(SeekFrom::Start(data_start.saturating_sub(4))).map_err(cannot_read)?;
-    let mut len = [0; 4];
-    inner.read_exact(&mut len).map_err(cannot_read)?;
-    let container = u64::from(u32::from_le_bytes(len))
-        .checked_div(samples)
-        .map_or(spec.bits_per_sample.div_ceil(8), |c| u16::try_from(c).unwrap_or(0));
-    let encoding = Encoding::new(spec.sample_format, spec.bits_per_sample, container)
+    let mut reader = BufReader::with_capacity(READ_CHUNK, file);
+    let header = riff::read_header(&mut reader, meta.len()).map_err(|e| match e {
+        riff::HeaderError::Invalid(why) => PluginError::config(format!("path: {shown} {why}")),
+        riff::HeaderError::Io(e) => PluginError::config(format!("path: cannot read {shown}: {e}")),
+    })?;
+    let encoding = Encoding::new(header.tag, header.bits, header.container)
         .map_err(|name| PluginError::config(format!("path: unsupported WAV encoding: {name}")))?;
-    let format = AudioFormat::new(spec.sample_rate, spec.channels, encoding.sample_format());
+    let format = AudioFormat::new(header.sample_rate, header.channels, encoding.sample_format());
     format.validate().map_err(|e| PluginError::config(format!("path: unsupported WAV format: {e}")))?;
-    Ok((inner, WavInfo { format, encoding, data_start, data_len: samples * encoding.bytes() as u64 }))
+    Ok((reader, WavInfo { format, encoding, data_start: header.data_start, data_len: header.data_len }))
 }
 
-/// The config error for a header hound refused.
-fn header_error(path: &Path, error: hound::Error) -> PluginError {
-    let shown = path.display();
-    PluginError::config(match error {
-        // NOTE: hound reports a file that ends early as its own `Other` error with this text.
-        hound::Error::IoError(e)
-            if e.kind() == io::ErrorKind::UnexpectedEof || e.to_string() == "Failed to read enough bytes." =>
-        {
-            format!("path: {shown} is not a WAV file: it ends before the audio data")
+/// What a file that is not a regular one is, for messages.
+fn special_kind(meta: &std::fs::Metadata) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let t = meta.file_type();
+        if t.is_fifo() {
+            return "a FIFO (named pipe)";
         }
-        hound::Error::IoError(e) => format!("path: cannot read {shown}: {e}"),
-        // hound names no encoding when it refuses one; look at the fmt chunk to say which.
-        hound::Error::Unsupported => {
-            let name = fmt_tag(path).map_or_else(|| "not PCM or IEEE float".to_string(), |(t, b)| encoding_name(t, b));
-            format!("path: unsupported WAV encoding: {name}")
+        if t.is_socket() {
+            return "a socket";
         }
-        hound::Error::FormatError(reason) => match fmt_tag(path) {
-            Some((3, bits)) if bits != 32 => format!("path: unsupported WAV encoding: {bits}-bit float"),
-            _ => format!("path: {shown} is not a WAV file: {reason}"),
-        },
-        other => format!("path: {shown} is not a readable WAV file: {other}"),
-    })
-}
-
-/// The format tag and bits per sample of the file's `fmt ` chunk (the sub-format's tag for
-/// WAVE_FORMAT_EXTENSIBLE), or `None` when there is no readable one.
-fn fmt_tag(path: &Path) -> Option<(u16, u16)> {
-    let mut r = BufReader::new(File::open(path).ok()?);
-    let mut head = [0; 12];
-    r.read_exact(&mut head).ok()?;
-    if &head[0..4] != b"RIFF" || &head[8..12] != b"WAVE" {
-        return None;
+        if t.is_char_device() || t.is_block_device() {
+            return "a device";
+        }
     }
-    loop {
-        let mut chunk = [0; 8];
-        r.read_exact(&mut chunk).ok()?;
-        let len = u32::from_le_bytes([chunk[4], chunk[5], chunk[6], chunk[7]]);
-        if &chunk[0..4] != b"fmt " {
-            // Chunks are padded to an even length.
-            r.seek_relative(i64::from(len) + i64::from(len & 1)).ok()?;
-            continue;
-        }
-        let mut fmt = [0; 40];
-        let n = r.take(40).read(&mut fmt).ok()?;
-        let (tag, bits) = (u16::from_le_bytes([fmt[0], fmt[1]]), u16::from_le_bytes([fmt[14], fmt[15]]));
-        if tag == 0xfffe && n >= 40 {
-            // WAVE_FORMAT_EXTENSIBLE: the sub-format GUID starts with the real tag.
-            let valid = u16::from_le_bytes([fmt[18], fmt[19]]);
-            return Some((u16::from_le_bytes([fmt[24], fmt[25]]), if valid > 0 { valid } else { bits }));
-        }
-        return Some((tag, bits));
-    }
+    let _ = meta;
+    "a special file"
 }
 
 /// A readable name for a WAV format tag.
@@ -388,6 +360,8 @@ struct Playback {
     host: Host,
     /// Set by `WavSource::stop`.
     stop: Arc<AtomicBool>,
+    /// NaN and infinite samples in this pass so far.
+    non_finite: u64,
 }
 
 impl Playback {
@@ -397,6 +371,9 @@ impl Playback {
         match self.play() {
             Ok(true) => self.writer.end_of_stream(),
             Ok(false) => {}
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                self.writer.fail(PluginError::io(format!("{}: {e}", self.path.display())))
+            }
             Err(e) => self.writer.fail(PluginError::io(format!("cannot read {}: {e}", self.path.display()))),
         }
     }
@@ -409,7 +386,9 @@ impl Playback {
         let (mut ints, mut floats) = (Vec::new(), Vec::new());
         let started = Instant::now();
         let mut sent: u64 = 0;
-        let mut left = self.info.data_len;
+        // A streamed file (no size in its header) is read to its end.
+        let full = self.info.data_len.unwrap_or(u64::MAX);
+        let mut left = full;
         let mut frames_this_pass: u64 = 0;
         let mut warned_short = false;
         loop {
@@ -417,27 +396,35 @@ impl Playback {
                 return Ok(false);
             }
             if left == 0 {
+                self.report_non_finite(frames_this_pass)?;
                 // A pass that produced nothing (an empty or truncated data chunk) would loop
                 // forever without a sample; end instead.
                 if !self.looping || frames_this_pass == 0 {
                     return Ok(true);
                 }
                 self.reader.seek(SeekFrom::Start(self.info.data_start))?;
-                left = self.info.data_len;
+                left = full;
                 frames_this_pass = 0;
                 continue;
             }
             let want = left.min(bytes.len() as u64) as usize;
             let got = read_full(&mut self.reader, &mut bytes[..want])?;
             if got < want {
-                // The file is shorter than its header says (a recording that was cut off):
-                // play what is there.
-                if !warned_short {
+                // The file ends: where a streamed file ends, or shorter than its header says
+                // (a recording that was cut off): play what is there.
+                if !warned_short && self.info.data_len.is_some() {
                     warned_short = true;
                     self.host.warn(format!(
                         "{} ends {} bytes before the length its header gives; playing what is there",
                         self.path.display(),
                         left - got as u64
+                    ));
+                } else if !warned_short && got % frame_bytes != 0 {
+                    warned_short = true;
+                    self.host.warn(format!(
+                        "{} ends in the middle of a frame: its last {} bytes are not played",
+                        self.path.display(),
+                        got % frame_bytes
                     ));
                 }
                 left = 0;
@@ -448,8 +435,15 @@ impl Playback {
             if whole == 0 {
                 continue;
             }
-            let samples = self.info.encoding.decode(&bytes[..whole], &mut ints, &mut floats);
-            if !self.deliver(samples) {
+            let delivered = if self.info.encoding == Encoding::F32 {
+                // Only float files can hold NaN; decoding fills `floats`.
+                let _ = self.info.encoding.decode(&bytes[..whole], &mut ints, &mut floats);
+                self.silence_non_finite(&mut floats, frames_this_pass);
+                self.deliver(Samples::F32(&floats))
+            } else {
+                self.deliver(self.info.encoding.decode(&bytes[..whole], &mut ints, &mut floats))
+            };
+            if !delivered {
                 return Ok(false);
             }
             let frames = (whole / frame_bytes) as u64;
@@ -462,6 +456,49 @@ impl Playback {
                 self.sleep_until(started + due);
             }
         }
+    }
+
+    /// Replaces NaN and infinite samples with silence (the host would turn them into silence
+    /// or noise without a word), counts them, and warns at the first one of a pass. `first` is
+    /// the frame of the pass where `floats` starts.
+    fn silence_non_finite(&mut self, floats: &mut [f32], first: u64) {
+        for (i, x) in floats.iter_mut().enumerate() {
+            if !x.is_finite() {
+                if self.non_finite == 0 {
+                    let frame = first + (i / usize::from(self.info.format.channels)) as u64;
+                    self.host.warn(format!(
+                        "{}: sample {} (at {:.3} s) is {}; NaN and infinite samples are played as silence",
+                        self.path.display(),
+                        first * u64::from(self.info.format.channels) + i as u64,
+                        frame as f64 / f64::from(self.info.format.sample_rate),
+                        if x.is_nan() { "NaN" } else { "infinite" }
+                    ));
+                }
+                self.non_finite += 1;
+                *x = 0.0;
+            }
+        }
+    }
+
+    /// At the end of a pass: says how many samples were NaN or infinite, and fails the stream
+    /// when every one was (a file with no audio in it).
+    fn report_non_finite(&mut self, frames: u64) -> io::Result<()> {
+        let total = frames * u64::from(self.info.format.channels);
+        let bad = std::mem::take(&mut self.non_finite);
+        if bad == 0 {
+            return Ok(());
+        }
+        if bad == total {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("every sample ({total}) is NaN or infinite: the file holds no audio"),
+            ));
+        }
+        self.host.warn(format!(
+            "{}: {bad} of {total} samples were NaN or infinite and were played as silence",
+            self.path.display()
+        ));
+        Ok(())
     }
 
     /// Writes all of `samples`, waiting for room when the host takes only part. Returns false
@@ -793,15 +830,63 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_data_chunk_ends_at_once() {
+    fn a_file_with_no_audio_is_refused_not_played_as_nothing() {
+        // A header with an empty data chunk, as a recorder that never got a sample leaves it.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.wav");
         write_wav::<i16>(&path, spec(24_000, 1, 16, HoundFormat::Int), &[]);
-        for extra in ["", "loop = true", "realtime = true"] {
-            let mut source = new_source::<WavSource>(&format!("path = '{}'\n{extra}", path.display())).unwrap();
-            let got = run_source(&mut source, 1, WAIT).unwrap();
-            assert!(got.ended && got.samples.is_empty() && got.failed.is_none(), "{extra}: {got:?}");
-        }
+        assert_eq!(
+            error(&config(&path, "")),
+            format!("path: {} has no audio: its data chunk is empty", path.display())
+        );
+    }
+
+    #[test]
+    fn a_streamed_file_plays_to_its_end_and_loops() {
+        // A WAV written to a pipe: sizes 0xFFFFFFFF, the data runs to the end of the file.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.wav");
+        let samples: Vec<i16> = (1..=501).collect();
+        let data: Vec<u8> = samples.iter().flat_map(|x| x.to_le_bytes()).collect();
+        write_raw(&path, &fmt_chunk(1, 1, 16_000, 2, 16, None), u32::MAX, &data, &[]);
+        let got = play(&path, "", usize::MAX);
+        assert!(got.ended);
+        assert_eq!(got.samples_i16, samples);
+        let got = play(&path, "loop = true", 1_200);
+        assert!(got.samples_i16.iter().enumerate().all(|(i, &s)| s == samples[i % 501]));
+    }
+
+    #[test]
+    fn nan_and_infinite_samples_become_silence_and_an_all_nan_file_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.wav");
+        let samples = [0.5, f32::NAN, -0.25, f32::INFINITY, f32::NEG_INFINITY, 0.125];
+        write_wav(&path, spec(8_000, 1, 32, HoundFormat::Float), &samples);
+        let got = play(&path, "", usize::MAX);
+        assert!(got.ended);
+        assert_eq!(got.samples, [0.5, 0.0, -0.25, 0.0, 0.0, 0.125]);
+
+        write_wav(&path, spec(8_000, 2, 32, HoundFormat::Float), &[f32::NAN; 800]);
+        let mut source = new_source::<WavSource>(&config(&path, "")).unwrap();
+        let got = run_source(&mut source, usize::MAX, WAIT).unwrap();
+        let failed = got.failed.expect("an all-NaN file fails the stream");
+        assert_eq!(
+            failed.message(),
+            format!("{}: every sample (800) is NaN or infinite: the file holds no audio", path.display())
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_is_refused_without_opening_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pipe.wav");
+        assert!(std::process::Command::new("mkfifo").arg(&path).status().unwrap().success());
+        // Opening it would block until a writer comes; `new` must return at once.
+        assert_eq!(
+            error(&config(&path, "")),
+            format!("path: {} is a FIFO (named pipe), not a regular file", path.display())
+        );
     }
 
     #[test]
@@ -947,5 +1032,169 @@ mod tests {
             error(&config(&slow, "")),
             "path: unsupported WAV format: sample rate 500 Hz is outside 1000..=768000"
         );
+    }
+}
+
+// 6. Fuzz tests: whatever the bytes, the reader never panics, and playing what it accepts never
+//    panics or hangs: arbitrary bytes, RIFF-shaped chunk soups, and every cut of valid files.
+#[cfg(test)]
+mod fuzz {
+    use std::{io::Cursor, time::Duration};
+
+    use proptest::prelude::*;
+    use tolk_plugin_api::testing::{new_source, run_source};
+
+    use super::*;
+
+    /// A chunk: an id from the ones that matter (or any four bytes), a size that is honest,
+    /// odd, zero, streamed or a lie, and a body.
+    fn chunk() -> impl Strategy<Value = Vec<u8>> {
+        let id = prop_oneof![Just(*b"fmt "), Just(*b"data"), Just(*b"LIST"), Just(*b"JUNK"), any::<[u8; 4]>(),];
+        let body = prop::collection::vec(any::<u8>(), 0..80);
+        (id, body, 0..5u8, any::<u32>()).prop_map(|(id, body, how, lie)| {
+            let size = match how {
+                0 | 1 => body.len() as u32,
+                2 => 0,
+                3 => u32::MAX,
+                _ => lie,
+            };
+            let mut v = id.to_vec();
+            v.extend(size.to_le_bytes());
+            v.extend(body);
+            v
+        })
+    }
+
+    /// A plausible fmt chunk: any tag among the interesting ones, small channel counts, any
+    /// bits and block size.
+    fn fmt() -> impl Strategy<Value = Vec<u8>> {
+        (prop_oneof![Just(1u16), Just(3), Just(0xfffe), any::<u16>()], 0..4u16, 0..70u16, 0..20u16, any::<bool>())
+            .prop_map(|(tag, channels, bits, align, ext)| {
+                let mut body = vec![];
+                body.extend(tag.to_le_bytes());
+                body.extend(channels.to_le_bytes());
+                body.extend(8_000u32.to_le_bytes());
+                body.extend(16_000u32.to_le_bytes());
+                body.extend(align.to_le_bytes());
+                body.extend(bits.to_le_bytes());
+                if ext {
+                    body.extend(22u16.to_le_bytes());
+                    body.extend(bits.to_le_bytes());
+                    body.extend(0u32.to_le_bytes());
+                    body.extend(if tag == 0xfffe { 1u16 } else { tag }.to_le_bytes());
+                    body.extend([0; 14]);
+                }
+                let mut v = b"fmt ".to_vec();
+                v.extend((body.len() as u32).to_le_bytes());
+                v.extend(body);
+                v
+            })
+    }
+
+    /// RIFF-shaped bytes: the tags, then chunks (a fmt chunk among them, most of the time).
+    fn riff_soup() -> impl Strategy<Value = Vec<u8>> {
+        (any::<u32>(), prop::collection::vec(chunk(), 0..5), prop::option::of(fmt()), 0..5usize).prop_map(
+            |(size, mut chunks, fmt, at)| {
+                if let Some(f) = fmt {
+                    chunks.insert(at.min(chunks.len()), f);
+                }
+                let mut v = b"RIFF".to_vec();
+                v.extend(size.to_le_bytes());
+                v.extend(b"WAVE");
+                v.extend(chunks.concat());
+                v
+            },
+        )
+    }
+
+    /// A valid file: one of the supported encodings, 1–3 channels, some frames, an odd chunk
+    /// before the data and one after it.
+    fn valid_wav() -> impl Strategy<Value = Vec<u8>> {
+        (
+            prop_oneof![Just((1u16, 8u16)), Just((1, 16)), Just((1, 24)), Just((1, 32)), Just((3, 32))],
+            1..4u16,
+            1..300usize,
+            any::<bool>(),
+        )
+            .prop_flat_map(|((tag, bits), channels, frames, streamed)| {
+                let n = frames * usize::from(channels) * usize::from(bits / 8);
+                (Just((tag, bits, channels, streamed)), prop::collection::vec(any::<u8>(), n))
+            })
+            .prop_map(|((tag, bits, channels, streamed), data)| {
+                let align = channels * bits / 8;
+                let mut fmt = b"fmt ".to_vec();
+                fmt.extend(16u32.to_le_bytes());
+                fmt.extend(tag.to_le_bytes());
+                fmt.extend(channels.to_le_bytes());
+                fmt.extend(8_000u32.to_le_bytes());
+                fmt.extend((8_000 * u32::from(align)).to_le_bytes());
+                fmt.extend(align.to_le_bytes());
+                fmt.extend(bits.to_le_bytes());
+                let mut v = b"RIFF\0\0\0\0WAVEbext\x03\0\0\0abc\0".to_vec();
+                v.extend(fmt);
+                v.extend(b"data");
+                v.extend(if streamed { u32::MAX } else { data.len() as u32 }.to_le_bytes());
+                v.extend(&data);
+                if !streamed {
+                    v.extend(b"LIST\x05\0\0\0INFOx\0");
+                }
+                let len = v.len() as u32 - 8;
+                v[4..8].copy_from_slice(&len.to_le_bytes());
+                v
+            })
+    }
+
+    fn header(bytes: &[u8]) -> Option<riff::Header> {
+        riff::read_header(&mut Cursor::new(bytes), bytes.len() as u64).ok()
+    }
+
+    /// Plays `bytes` as a file through the plugin: refused, or played to an end or a failure.
+    fn play_bytes(bytes: &[u8]) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fuzz.wav");
+        std::fs::write(&path, bytes).unwrap();
+        let Ok(mut source) = new_source::<WavSource>(&format!("path = '{}'\nrealtime = false", path.display())) else {
+            return;
+        };
+        let got = run_source(&mut source, usize::MAX, Duration::from_secs(20)).unwrap();
+        assert!(got.ended || got.failed.is_some(), "neither ended nor failed: {got:?}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_bytes_never_panic_the_reader(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+            let _ = header(&bytes);
+        }
+
+        #[test]
+        fn riff_shaped_bytes_never_panic_the_reader(bytes in riff_soup()) {
+            if let Some(h) = header(&bytes) {
+                prop_assert!(h.data_start <= bytes.len() as u64);
+                prop_assert!(h.channels > 0 && h.container > 0);
+            }
+        }
+
+        #[test]
+        fn every_cut_of_a_valid_file_reads_or_is_refused(bytes in valid_wav(), cut in any::<prop::sample::Index>()) {
+            prop_assert!(header(&bytes).is_some());
+            let _ = header(&bytes[..cut.index(bytes.len() + 1)]);
+        }
+    }
+
+    proptest! {
+        // Each case plays a file on the plugin's own thread: fewer of them.
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        #[test]
+        fn playing_riff_shaped_bytes_never_panics_or_hangs(bytes in riff_soup()) {
+            play_bytes(&bytes);
+        }
+
+        #[test]
+        fn playing_a_cut_valid_file_never_panics_or_hangs(bytes in valid_wav(), cut in any::<prop::sample::Index>()) {
+            play_bytes(&bytes[..cut.index(bytes.len() + 1)]);
+        }
     }
 }
