@@ -21,6 +21,8 @@
 //!   conformance runner.
 //! - [`realtime`]: the Realtime protocol client — GA, Translation API and legacy preview
 //!   codecs over one session model; one [`realtime::SessionHandle`] per route.
+//! - [`serve`]: `tolk serve`, tolk's own Realtime-compatible server; [`tls`]: PEM
+//!   certificate + key into a rustls server config, for it and any later listener.
 //! - [`util`]: edit distance for "did you mean".
 //!
 //! Plugin code runs only on threads the host owns (or the plugin's own), never inside an
@@ -37,6 +39,7 @@ pub mod router;
 pub mod run;
 pub mod serve;
 pub mod shutdown;
+pub mod tls;
 pub mod util;
 
 use clap::Parser;
