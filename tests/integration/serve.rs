@@ -1062,7 +1062,7 @@ async fn a_client_close_gets_its_close_frame_answered() {
             }
         };
         assert_eq!(reply.map(|f| u16::from(f.code)), Some(1000), "{url}: the close code is echoed");
-        assert!(matches!(tokio::time::timeout(T, c.ws.next()).await.unwrap(), None), "{url}: then a clean end");
+        assert!(tokio::time::timeout(T, c.ws.next()).await.unwrap().is_none(), "{url}: then a clean end");
     }
     h.shutdown().await;
 }
@@ -1088,8 +1088,8 @@ async fn browser_style_subprotocols_select_realtime_and_carry_the_api_key() {
         other => panic!("expected 401, got {:?}", other.map(|_| "a session")),
     }
     // The browser spelling of the beta header selects the beta shape.
-    let beta = format!("realtime, openai-insecure-api-key.sekrit, openai-beta.realtime-v1");
-    let mut c = Client::try_connect(&ga(&h), &[("sec-websocket-protocol", &beta)]).await.unwrap();
+    let beta = "realtime, openai-insecure-api-key.sekrit, openai-beta.realtime-v1";
+    let mut c = Client::try_connect(&ga(&h), &[("sec-websocket-protocol", beta)]).await.unwrap();
     assert_eq!(c.recv().await["session"]["modalities"], json!(["text", "audio"]), "beta shape");
     h.shutdown().await;
 }
