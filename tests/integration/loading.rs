@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tolk_core::{
     plugin_host::{self, HostServices, LoadError, Registry, SearchPath, discover::Origin},
-    router::lane,
+    router::source_lane,
 };
 use tolk_plugin_api::{AudioBlock, AudioFormat, ErrorKind, PluginKind, Samples};
 use tolk_tests::{bin_dir, builtin, fixture, fixtures, lib_file, run, tolk};
@@ -141,7 +141,7 @@ fn a_failing_constructor_gives_its_error() {
 fn a_panic_in_start_poisons_only_that_instance() {
     let reg = bad_registry();
     let mut bad = reg.create_source("com.example.panic-on-start", "", host("bad")).unwrap();
-    let (w, _r) = lane::lane(AudioFormat::SESSION, Duration::from_secs(1), lane::Policy::DropOldest);
+    let (w, _r) = source_lane::lane(AudioFormat::SESSION, Duration::from_secs(1), source_lane::Policy::DropOldest);
     let err = bad.start(w.to_ffi()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PANICKED);
     assert_eq!(err.to_string(), "panicked in start: the fixture panics in start");
@@ -153,13 +153,13 @@ fn a_panic_in_start_poisons_only_that_instance() {
 
     // The host carries on: another plugin from the same host works.
     let mut tone = reg.create_source("tolk.tone", "duration_ms = 100\nrealtime = false", host("tone")).unwrap();
-    let (w, r) = lane::lane(tone.format().unwrap(), Duration::from_secs(1), lane::Policy::Backpressure);
+    let (w, r) = source_lane::lane(tone.format().unwrap(), Duration::from_secs(1), source_lane::Policy::Backpressure);
     tone.start(w.to_ffi()).unwrap();
     let mut frames = 0;
     loop {
         match r.recv_timeout(Duration::from_secs(5)) {
-            Some(lane::LaneEvent::Audio(b)) => frames += b.samples.as_samples().len(),
-            Some(lane::LaneEvent::End) => break,
+            Some(source_lane::LaneEvent::Audio(b)) => frames += b.samples.as_samples().len(),
+            Some(source_lane::LaneEvent::End) => break,
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tolk_core::{
     plugin_host::{HostServices, Registry, SearchPath},
-    router::lane::{self, LaneEvent},
+    router::source_lane::{self, LaneEvent},
 };
 use tolk_plugin_api::AudioBlock;
 use tolk_tests::{read_wav_i16, write_wav_i16};
@@ -34,7 +34,7 @@ fn wav_source_to_wav_sink_is_bit_exact() {
     let sink_fmt = sink.format().unwrap().unwrap();
     assert_eq!(src_fmt, sink_fmt, "same format: no conversion on the way");
 
-    let (writer, reader) = lane::lane(src_fmt, Duration::from_millis(200), lane::Policy::Backpressure);
+    let (writer, reader) = source_lane::lane(src_fmt, Duration::from_millis(200), source_lane::Policy::Backpressure);
     source.start(writer.to_ffi()).unwrap();
     sink.start().unwrap();
     let mut expected_offset = 0;
@@ -99,7 +99,7 @@ fn wav_source_to_wav_sink_is_correct_after_resampling() {
     let to = AudioFormat { sample_rate: 24_000, channels: 1, sample: SampleFormat::I16 };
     let mut conv = Converter::new(src_fmt, to).unwrap();
 
-    let (writer, reader) = lane::lane(src_fmt, Duration::from_millis(200), lane::Policy::Backpressure);
+    let (writer, reader) = source_lane::lane(src_fmt, Duration::from_millis(200), source_lane::Policy::Backpressure);
     source.start(writer.to_ffi()).unwrap();
     sink.start().unwrap();
     let mut offset = 0u64;

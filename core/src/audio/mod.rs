@@ -10,6 +10,9 @@
 //! - [`resample`]: [`StreamResampler`], streaming rate conversion on rubato with exact lengths
 //!   and delay compensation.
 //! - [`pcm16`]: i16 ↔ little-endian bytes ↔ base64.
+//! - [`vad`]: the energy-based voice activity detector (server VAD of `tolk serve`, segment
+//!   cuts in the router).
+//! - [`g711`]: μ-law / A-law bytes ↔ linear PCM16 (the test server's `pcmu` / `pcma` formats).
 //!
 //! The one decision to know: the [`Converter`] works in f32 between its ends and orders the
 //! steps for cost: downmix **before** resampling, upmix **after**, so the resampler only ever
@@ -17,8 +20,10 @@
 //! input back untouched (bit-exact, zero-copy).
 
 pub mod convert;
+pub mod g711;
 pub mod pcm16;
 pub mod resample;
+pub mod vad;
 
 use std::fmt;
 

@@ -63,15 +63,15 @@
 //! - `outgoing`: client events per protocol (session.update shapes, append, truncate, …).
 //! - [`client`]: [`client::Endpoint`] (URL and auth from config and environment), [`client::ApiKey`]
 //!   (redacting), [`client::connect`].
-//! - `session`: the state machine, written over any `Sink<Message>` + `Stream<Item =
-//!   Result<Message, _>>`, so it unit-tests over channels ([`open_with`]).
+//! - `state_machine`: the session state machine, written over any `Sink<Message>` +
+//!   `Stream<Item = Result<Message, _>>`, so it unit-tests over channels ([`open_with`]).
 //! - `error`: [`ServerError`], [`ErrorClass`], [`RealtimeError`].
 
 pub mod client;
 mod error;
 pub mod events;
 mod outgoing;
-mod session;
+mod state_machine;
 
 #[cfg(test)]
 mod samples;
@@ -448,5 +448,5 @@ where
     R: Stream<Item = Result<Message, E>> + Unpin + Send + 'static,
     E: fmt::Display + Send + 'static,
 {
-    session::start(spec, sink, stream).await
+    state_machine::start(spec, sink, stream).await
 }

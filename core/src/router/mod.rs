@@ -5,7 +5,7 @@
 //!  source plugin ─AudioWriter─▶ source lane ─▶ source thread: convert to 24 kHz mono i16,
 //!                                              one Arc'd chunk fanned out to every route
 //!      ├─▶ floor route: the chunk itself to each sink lane (no copy per route or sink)
-//!      └─▶ translated route (tokio task, `session`): Realtime session(s) → audio + text
+//!      └─▶ translated route (tokio task, `route`): Realtime session(s) → audio + text
 //!                                                         │
 //!  sink lane (bounded, drops its own oldest audio) ◀──────┘ one per sink instance
 //!      └─▶ sink thread: convert to the sink's format, call the plugin
@@ -18,24 +18,24 @@
 //! is declared stalled and drops like a live one. Control (ends, failures, shutdown) travels
 //! on its own channel to the control loop in [`run`], never behind audio.
 //!
-//! - [`lane`]: the source lane behind a source's `AudioWriter`.
+//! - [`source_lane`]: the source lane behind a source's `AudioWriter`.
 //! - [`sink_lane`]: the lane in front of a sink instance.
 //! - [`plan`]: the route graph built from the config.
 //! - [`metrics`]: counters, status line, JSON and Prometheus output.
-//! - [`session`]: the translated route stage on Realtime sessions.
+//! - [`route`]: the translated route stage on Realtime sessions.
 //! - [`cost`]: pricing usage per token class.
 //! - `source`, `sink`, `prompt`: the threads that own plugin instances.
 
 pub mod cost;
 pub mod gate;
-pub mod lane;
 pub mod metrics;
 pub mod plan;
 mod prompt;
-pub mod session;
+pub mod route;
 mod sink;
 pub mod sink_lane;
 mod source;
+pub mod source_lane;
 
 use std::{
     path::PathBuf,
@@ -397,7 +397,7 @@ pub fn run(
                 }
             };
             let prompt = rp.prompt.map(|p| prompt_lanes[p].clone());
-            rt.spawn(session::run_route(Arc::clone(&shared), r, engine.clone(), prompt, rx));
+            rt.spawn(route::run_route(Arc::clone(&shared), r, engine.clone(), prompt, rx));
         } else {
             route_inputs_ok = false;
         }

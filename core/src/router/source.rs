@@ -17,8 +17,8 @@ use tolk_plugin_api::{AudioFormat, PluginError, PluginKind, Samples};
 
 use super::{
     Chunk, Control, MAX_RESTARTS, RATE, RouteIn, Shared,
-    lane::{self, LaneEvent, LaneReader, Policy},
     metrics::RouteState,
+    source_lane::{self, LaneEvent, LaneReader, Policy},
     what,
 };
 use crate::{
@@ -152,7 +152,7 @@ impl SourceThread {
             Err(e) => return Ended::Failed(PluginError::unsupported(e.to_string())),
         };
         let cap = Duration::from_millis(self.shared.config.run.source_buffer_ms);
-        let (writer, reader) = lane::lane(format, cap, Policy::Backpressure);
+        let (writer, reader) = source_lane::lane(format, cap, Policy::Backpressure);
         if let Err(e) = instance.start(writer.to_ffi()) {
             return Ended::Failed(e);
         }
@@ -188,8 +188,8 @@ impl SourceThread {
                     }
                     let ch = usize::from(format.channels.max(1));
                     let n_in = match &block.samples {
-                        lane::OwnedSamples::I16(v) => v.len(),
-                        lane::OwnedSamples::F32(v) => v.len(),
+                        source_lane::OwnedSamples::I16(v) => v.len(),
+                        source_lane::OwnedSamples::F32(v) => v.len(),
                     } / ch;
                     expected_in = block.frame_offset + n_in as u64;
                     let out: Vec<i16> = match converter.process(block.samples.as_samples()) {

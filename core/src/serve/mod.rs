@@ -21,7 +21,7 @@
 //! ## The one decision to know
 //!
 //! Each connection is one task that owns its socket and a pure state machine
-//! ([`session::RealtimeSession`] or [`translation::TranslationSession`]); the task feeds it
+//! ([`realtime_session::RealtimeSession`] or [`translation::TranslationSession`]); the task feeds it
 //! client events and clock ticks and sends what it queues. No shared state between sessions
 //! beyond the options and the limits, so sessions scale with tasks and a bad client can only
 //! hurt itself: malformed JSON, binary frames, unknown events and oversized messages become
@@ -60,19 +60,19 @@
 //!
 //! Layout: `mod.rs` (options, listener, the connection loop), [`http`] (request head, routing,
 //! HTTP answers), [`limits`] (the frame memory budget), [`trim`] (memory back to the OS after
-//! sessions end), [`protocol`] (session shapes,
-//! validation, errors), [`session`], [`translation`], [`vad`], [`engine`], [`faults`], [`usage`].
+//! sessions end), [`protocol`] (session shapes, validation, errors), [`realtime_session`],
+//! [`translation`], [`engine`], [`faults`], [`usage`]; the voice activity detector is
+//! [`crate::audio::vad`].
 
 pub mod engine;
 pub mod faults;
 pub mod http;
 pub mod limits;
 pub mod protocol;
-pub mod session;
+pub mod realtime_session;
 pub mod translation;
 pub mod trim;
 pub mod usage;
-pub mod vad;
 
 use std::{
     collections::VecDeque,
@@ -111,7 +111,7 @@ use self::{
     http::Route,
     limits::{FrameBudget, Meter, Metered},
     protocol::ApiError,
-    session::RealtimeSession,
+    realtime_session::RealtimeSession,
     translation::TranslationSession,
 };
 

@@ -13,6 +13,8 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::audio::g711;
+
 /// Which event vocabulary and session shape a connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -946,8 +948,8 @@ pub fn decode_audio(format: AudioFormat, bytes: &[u8]) -> Option<Vec<i16>> {
             }
             return Some(bytes.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect());
         }
-        AudioFormat::Pcmu => bytes.iter().map(|&b| ulaw_to_linear(b)).collect(),
-        AudioFormat::Pcma => bytes.iter().map(|&b| alaw_to_linear(b)).collect(),
+        AudioFormat::Pcmu => bytes.iter().map(|&b| g711::ulaw_to_linear(b)).collect(),
+        AudioFormat::Pcma => bytes.iter().map(|&b| g711::alaw_to_linear(b)).collect(),
     };
     let mut out = Vec::with_capacity(narrow.len() * 3);
     for (i, &s) in narrow.iter().enumerate() {
@@ -966,65 +968,10 @@ pub fn encode_audio(format: AudioFormat, samples: &[i16]) -> Vec<u8> {
             .chunks(3)
             .map(|c| {
                 let avg = (c.iter().map(|&s| s as i32).sum::<i32>() / c.len() as i32) as i16;
-                if format == AudioFormat::Pcmu { linear_to_ulaw(avg) } else { linear_to_alaw(avg) }
+                if format == AudioFormat::Pcmu { g711::linear_to_ulaw(avg) } else { g711::linear_to_alaw(avg) }
             })
             .collect(),
     }
-}
-
-fn ulaw_to_linear(u: u8) -> i16 {
-    let u = !u;
-    let exp = (u >> 4) & 7;
-    let s = ((((u & 0x0f) as i32) << 3) + 0x84) << exp;
-    let s = s - 0x84;
-    (if u & 0x80 != 0 { -s } else { s }) as i16
-}
-
-fn linear_to_ulaw(s: i16) -> u8 {
-    let mut x = s as i32;
-    let sign = if x < 0 {
-        x = -x;
-        0x80
-    } else {
-        0
-    };
-    x = x.min(32635) + 0x84;
-    let mut exp = 7;
-    let mut mask = 0x4000;
-    while exp > 0 && x & mask == 0 {
-        exp -= 1;
-        mask >>= 1;
-    }
-    let mant = (x >> (exp + 3)) & 0x0f;
-    !((sign | (exp << 4) | mant) as u8)
-}
-
-fn alaw_to_linear(a: u8) -> i16 {
-    let a = a ^ 0x55;
-    let exp = ((a >> 4) & 7) as i32;
-    let mant = (a & 0x0f) as i32;
-    let s = if exp == 0 { (mant << 4) + 8 } else { ((mant << 4) + 0x108) << (exp - 1) };
-    (if a & 0x80 != 0 { s } else { -s }) as i16
-}
-
-fn linear_to_alaw(s: i16) -> u8 {
-    let mut x = s as i32;
-    let sign = if x >= 0 {
-        0x80
-    } else {
-        x = -x - 1;
-        0
-    };
-    let (exp, mant) = if x < 256 {
-        (0, x >> 4)
-    } else {
-        let mut exp = 1;
-        while exp < 7 && x >= (256 << exp) {
-            exp += 1;
-        }
-        (exp, (x >> (exp + 3)) & 0x0f)
-    };
-    ((sign | (exp << 4) | mant) as u8) ^ 0x55
 }
 
 #[cfg(test)]

@@ -22,9 +22,9 @@ use super::{
     engine::{Chunk, Engine, EngineRequest},
     new_id,
     protocol::{ApiError, AudioFormat, TranslationConfig, check_keys, decode_audio, string},
-    session::{MAX_BUFFER_MS, unknown_event},
-    vad::{Vad, VadEvent, VadParams, ms_to_samples, samples_to_ms, take_span, trim_before},
+    realtime_session::{MAX_BUFFER_MS, unknown_event},
 };
+use crate::audio::vad::{Vad, VadEvent, VadParams, ms_to_samples, samples_to_ms, take_span, trim_before};
 
 const PARAMS: VadParams = VadParams { threshold: 0.5, prefix_padding_ms: 300, silence_duration_ms: 500 };
 const STEPS_PER_TICK: usize = 8;

@@ -1,4 +1,5 @@
-//! The server's voice activity detector: energy-based, on 10 ms frames of 24 kHz PCM16.
+//! The voice activity detector of the test server (`tolk serve`'s `server_vad`) and of the
+//! router's segment cuts: energy-based, on 10 ms frames of 24 kHz PCM16.
 //!
 //! A frame is *voiced* when its RMS level is above the threshold, mapped from the API's 0..1
 //! scale to dBFS by [`threshold_dbfs`] (0.5 → −40 dBFS, 0 → −70, 1 → −10). Speech starts after

@@ -1,0 +1,24 @@
+//! Cost: each response's usage is priced and added to the route's counters.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::RouteTask;
+use crate::realtime::Usage;
+use crate::router::cost::Tokens;
+
+impl RouteTask {
+    pub(super) fn account(&self, usage: &Usage) {
+        let t = Tokens::from(usage);
+        let cost = t.cost(&self.settings().prices);
+        self.stats.cost_micro_usd.fetch_add((cost * 1e6).round() as u64, Relaxed);
+        let input = usage.input_tokens.max(t.input());
+        self.stats.last_input_tokens.store(input, Relaxed);
+        self.stats.max_input_tokens.fetch_max(input, Relaxed);
+        for (i, n) in [t.audio_in, t.cached_audio_in + t.cached_text_in, t.text_in, t.audio_out, t.text_out]
+            .into_iter()
+            .enumerate()
+        {
+            self.stats.tokens[i].fetch_add(n, Relaxed);
+        }
+    }
+}

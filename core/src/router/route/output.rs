@@ -1,0 +1,198 @@
+//! Session outputs: speech events and commits (what a started response has used), source
+//! transcripts, and responses taking their slots in the output order.
+
+use std::{sync::atomic::Ordering::Relaxed, time::Instant};
+
+use tolk_plugin_api::TextRole;
+
+use super::{PER_MS, RouteTask, context::Turn, replay::Commit, slots::Slot};
+use crate::realtime::{CloseReason, Input, Output};
+
+impl RouteTask {
+    /// Handles one output of session `generation`; returns the close reason when it closed.
+    pub(super) fn on_output(&mut self, generation: u64, out: Output, old: bool) -> Option<CloseReason> {
+        tracing::trace!(route = %self.stats.name, generation, "{out:?}");
+        let live = if old { self.old.iter_mut().find(|l| l.generation == generation)? } else { self.live.as_mut()? };
+        match out {
+            Output::SpeechStarted { audio_start_ms, .. } => {
+                live.in_speech = true;
+                live.speech_start = live.base + audio_start_ms * PER_MS;
+            }
+            Output::SpeechStopped { audio_end_ms, .. } => {
+                live.in_speech = false;
+                let end = live.base + audio_end_ms * PER_MS;
+                let speech_end = end.saturating_sub(self.silence_ms * PER_MS);
+                let born = self
+                    .pending
+                    .iter()
+                    .find(|c| c.offset <= speech_end && speech_end < c.offset + c.samples.len() as u64)
+                    .map(|c| c.born);
+                live.committed_upto = live.committed_upto.max(end.min(live.base + live.written));
+                live.commits.push_back(Commit {
+                    upto: live.committed_upto,
+                    anchor: speech_end,
+                    born,
+                    item: String::new(),
+                });
+            }
+            Output::Committed { item_id } => {
+                let written_end = live.base + live.written;
+                if let Some(c) = live.commits.back_mut().filter(|c| c.item.is_empty()) {
+                    // The item of the VAD stop just seen.
+                    c.item = item_id;
+                } else {
+                    // A client commit: they are answered in the order they were sent.
+                    match live.client_commits.pop_front() {
+                        Some(Some(at)) => {
+                            // A segment cut (its response was requested with the commit).
+                            live.committed_upto = at;
+                            let born = self
+                                .pending
+                                .iter()
+                                .find(|c| c.offset <= at && at <= c.offset + c.samples.len() as u64)
+                                .map(|c| c.born);
+                            live.commits.push_back(Commit { upto: at, anchor: at, born, item: item_id });
+                        }
+                        _ => {
+                            // The final commit.
+                            self.final_ack = true;
+                            if live.in_speech && !self.over_budget {
+                                // The speaker was still talking when the input ended: answer it.
+                                live.in_speech = false;
+                                live.committed_upto = written_end;
+                                let born = Some(Instant::now());
+                                live.commits.push_back(Commit {
+                                    upto: written_end,
+                                    anchor: written_end,
+                                    born,
+                                    item: item_id,
+                                });
+                                live.send(Input::CreateResponse);
+                            } else {
+                                // Only the silence the server keeps for padding: no response.
+                                live.send(Input::DeleteItem(item_id));
+                            }
+                        }
+                    }
+                }
+            }
+            Output::Error(e) if live.client_commits.front().is_some_and(Option::is_none) => {
+                // "buffer too small": nothing was left to commit at the end.
+                tracing::debug!("route {}: final commit: {e}", self.stats.name);
+                live.client_commits.pop_front();
+                self.final_ack = true;
+            }
+            Output::SourceTranscriptDelta { delta, .. } => {
+                let (start, end) = (live.speech_start / PER_MS, (live.base + live.written) / PER_MS);
+                self.text(TextRole::Source, false, self.source_utterances + 1, delta, start, end);
+            }
+            Output::SourceTranscript { text, .. } => {
+                self.source_utterances += 1;
+                let (start, end) = (live.speech_start / PER_MS, live.committed_upto / PER_MS);
+                self.text(TextRole::Source, true, self.source_utterances, text, start, end);
+            }
+            Output::ResponseStarted { response_id } if self.over_budget => {
+                // Past the budget: a response the service had queued is cancelled, not played.
+                live.open_responses += 1;
+                live.commits.pop_front();
+                live.send(Input::Cancel);
+                self.slots.push_back(Slot {
+                    generation,
+                    response_id,
+                    anchor: self.cursor,
+                    start: None,
+                    played: 0,
+                    audio: vec![],
+                    text: vec![],
+                    done: true,
+                    utterance: 0,
+                    speech_end: None,
+                    first_audio: true,
+                });
+            }
+            Output::ResponseStarted { response_id } => {
+                live.open_responses += 1;
+                let written_end = live.base + live.written;
+                let c = live.commits.pop_front().unwrap_or(Commit {
+                    upto: written_end,
+                    anchor: written_end,
+                    born: None,
+                    item: String::new(),
+                });
+                let (anchor, speech_end, user_item) = (c.upto, c.born, c.item);
+                let start_at = c.anchor;
+                // The input up to this commit has been used: no replay needed.
+                let used = anchor.min(live.base + live.written);
+                if !old && used > self.confirmed {
+                    self.confirmed = used;
+                    self.trim_confirmed();
+                }
+                self.utterances += 1;
+                self.turns.push_back(Turn {
+                    generation,
+                    items: vec![user_item].into_iter().filter(|s| !s.is_empty()).collect(),
+                });
+                self.slots.push_back(Slot {
+                    generation,
+                    response_id,
+                    anchor: start_at,
+                    start: None,
+                    played: 0,
+                    audio: vec![],
+                    text: vec![],
+                    done: false,
+                    utterance: self.utterances,
+                    speech_end,
+                    first_audio: false,
+                });
+                self.advance();
+            }
+            Output::Audio { response_id, samples, .. } => {
+                if let Some(i) = self.slot(generation, &response_id) {
+                    self.slots[i].audio.push(samples);
+                    self.advance();
+                }
+            }
+            Output::TranscriptDelta { response_id, delta, .. } => {
+                if let Some(i) = self.slot(generation, &response_id) {
+                    self.slots[i].text.push((false, delta));
+                    self.advance();
+                }
+            }
+            Output::Transcript { response_id, text, .. } => {
+                if let Some(i) = self.slot(generation, &response_id) {
+                    self.slots[i].text.push((true, text));
+                    self.advance();
+                }
+            }
+            Output::ResponseDone { response_id, usage, output_item_ids, status } => {
+                live.open_responses = live.open_responses.saturating_sub(1);
+                if status != "completed" {
+                    tracing::warn!("route {}: response {response_id} ended {status}", self.stats.name);
+                }
+                self.account(&usage);
+                if let Some(t) = self.turns.iter_mut().rev().find(|t| t.generation == generation) {
+                    t.items.extend(output_item_ids);
+                }
+                if let Some(i) = self.slot(generation, &response_id) {
+                    self.slots[i].done = true;
+                }
+                self.stats.responses.fetch_add(1, Relaxed);
+                self.advance();
+                self.delete_old_turns(generation);
+                if old {
+                    let l = self.old.iter().find(|l| l.generation == generation)?;
+                    if l.open_responses == 0 && l.commits.is_empty() {
+                        return Some(CloseReason::Normal);
+                    }
+                }
+            }
+            Output::Error(e) => {
+                tracing::warn!("route {}: session error: {e}", self.stats.name);
+            }
+            Output::Closed { reason } => return Some(reason),
+            _ => {}
+        }
+        None
+    }
+}
