@@ -1522,3 +1522,85 @@ fn cli_serves_wss_and_names_a_bad_certificate_file() {
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("no CERTIFICATE block"), "{}", out.stderr);
 }
+
+/// Issue 9: a widely used agent SDK sends `conversation.item.truncate` for the item still being
+/// produced, then `response.cancel`. The service accepts that order; so does tolk serve: the
+/// item keeps the audio up to `audio_end_ms`, and the cancel ends the response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncate_of_the_item_in_production_then_cancel_is_accepted() {
+    // Slow (0.2× real time): the response is surely still running at the truncate.
+    let h = start(ServeOptions { engine_speed: 0.2, ..ServeOptions::default() }).await;
+    let mut c = ga_session(&h, Value::Null).await;
+    c.append(&speech(2000, 0), 200).await;
+    c.send(json!({"type": "input_audio_buffer.commit"})).await;
+    c.send(json!({"type": "response.create"})).await;
+    let evs = c.until("response.output_audio.delta").await;
+    let item = evs.last().unwrap()["item_id"].as_str().unwrap().to_string();
+    let got_ms = unb64(evs.last().unwrap()["delta"].as_str().unwrap()).len() as u64 / 24;
+    let played = got_ms / 2;
+    c.send(json!({"type": "conversation.item.truncate", "event_id": "tr", "item_id": item, "content_index": 0,
+        "audio_end_ms": played}))
+        .await;
+    c.send(json!({"type": "response.cancel"})).await;
+    let evs = c.until("response.done").await;
+    let errors: Vec<&Value> = evs.iter().filter(|e| e["type"] == "error").collect();
+    assert!(errors.is_empty(), "no error for truncate-before-cancel: {errors:?}");
+    let t = evs.iter().find(|e| e["type"] == "conversation.item.truncated").expect("conversation.item.truncated");
+    assert_eq!((t["item_id"].as_str(), t["audio_end_ms"].as_u64()), (Some(item.as_str()), Some(played)));
+    let done = &evs.last().unwrap()["response"];
+    assert_eq!(
+        (done["status"].as_str(), done["status_details"]["reason"].as_str()),
+        (Some("cancelled"), Some("client_cancelled"))
+    );
+    // The item keeps exactly the heard audio, and no audio after the cut was added to it.
+    c.send(json!({"type": "conversation.item.retrieve", "item_id": item})).await;
+    let r = c.until("conversation.item.retrieved").await.pop().unwrap();
+    assert_eq!(unb64(r["item"]["content"][0]["audio"].as_str().unwrap()).len() as u64, played * 24);
+    assert_eq!(r["item"]["status"], "incomplete");
+    // Truncating beyond what was produced so far is still the service's error.
+    c.send(json!({"type": "conversation.item.truncate", "item_id": item, "content_index": 0, "audio_end_ms": 999_999}))
+        .await;
+    let e = c.until("error").await.pop().unwrap();
+    assert!(e["error"]["message"].as_str().unwrap().contains("is already shorter than 999999ms"), "{e}");
+    h.shutdown().await;
+}
+
+/// Issue 9: a `session.update` naming another model than the URL's was refused whole, losing the
+/// client's audio, VAD and transcription settings. The model stays the URL's (session.updated
+/// reports it) and the rest of the update applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_update_naming_another_model_keeps_the_rest_of_the_update() {
+    let h = fast().await;
+    let mut c = Client::connect(&ga(&h)).await;
+    c.until("conversation.created").await;
+    c.send(
+        json!({"type": "session.update", "event_id": "u", "session": {"type": "realtime", "model": "gpt-realtime-mini",
+        "instructions": "Target language: fr",
+        "audio": {"input": {"transcription": {"model": "whisper-1", "language": "en"},
+                            "turn_detection": {"type": "server_vad", "silence_duration_ms": 350}},
+                  "output": {"voice": "marin"}}}}),
+    )
+    .await;
+    let u = c.recv().await;
+    assert_eq!(u["type"], "session.updated", "{u}");
+    let s = &u["session"];
+    assert_eq!(s["model"], "gpt-realtime", "the URL's model stays");
+    assert_eq!(s["instructions"], "Target language: fr");
+    assert_eq!(s["audio"]["input"]["turn_detection"]["silence_duration_ms"], 350);
+    assert_eq!(s["audio"]["input"]["transcription"]["language"], "en");
+    assert_eq!(s["audio"]["output"]["voice"], "marin");
+    // A bad value elsewhere in the same update is still refused whole.
+    c.send(json!({"type": "session.update", "session": {"type": "realtime", "model": "x", "instructions": 5}})).await;
+    assert_eq!(c.recv().await["error"]["param"], "session.instructions");
+    // Azure: the deployment is the model; the beta shape behaves the same.
+    let azure = format!("{}/openai/realtime?api-version=2025-04-01-preview&deployment=my-dep", h.url());
+    let mut c = Client::connect(&azure).await;
+    c.until("conversation.created").await;
+    c.send(json!({"type": "session.update", "session": {"model": "gpt-4o-realtime-preview", "voice": "echo",
+        "turn_detection": null}}))
+        .await;
+    let u = c.recv().await;
+    assert_eq!((u["session"]["model"].as_str(), u["session"]["voice"].as_str()), (Some("my-dep"), Some("echo")), "{u}");
+    assert!(u["session"]["turn_detection"].is_null());
+    h.shutdown().await;
+}
