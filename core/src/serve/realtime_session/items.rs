@@ -205,7 +205,7 @@ impl RealtimeSession {
             ));
         }
         let keep = (ms_to_samples(audio_end_ms) as usize).min(have);
-        let keep_chars = if have == 0 { 0 } else { chars * keep / have };
+        let keep_chars = (chars * keep).checked_div(have).unwrap_or(0);
         a.truncated = Some((keep, keep_chars));
         self.emit(json!({"type": "conversation.item.truncated", "item_id": id, "content_index": 0, "audio_end_ms": audio_end_ms}));
         Ok(())
