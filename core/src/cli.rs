@@ -71,7 +71,9 @@ pub enum Command {
     /// beta paths) on its deterministic test engine, which proves the plumbing and does not
     /// translate.
     ///
-    /// Prints `tolk serve: listening on ws://ADDR` as its first line, then serves until Ctrl-C.
+    /// Prints `tolk serve: listening on ws://ADDR` (`wss://` with --tls-cert/--tls-key) as its
+    /// first line, then serves until Ctrl-C. Requests that are no WebSocket upgrade get an HTTP
+    /// 404/405/426 with a short JSON body.
     Serve(crate::serve::ServeArgs),
     /// List the audio input and output devices (with their rates and channels; * marks the
     /// defaults), or show a live level meter for one input.

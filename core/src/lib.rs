@@ -28,6 +28,8 @@
 //!   codecs over one session model; one [`realtime::SessionHandle`] per route.
 //! - [`serve`]: `tolk serve`, tolk's own Realtime-compatible server on a deterministic test
 //!   engine (also the engine of `provider = "local"`).
+//! - [`tls`]: PEM certificate + key into a rustls server config, for `tolk serve` and any later
+//!   listener.
 //! - [`devices`]: `tolk devices`, listing and metering through device plugins.
 //! - [`audio`]: sample conversion, channel mixing and resampling.
 //! - [`shutdown`]: the one shutdown signal (Ctrl-C, SIGTERM) every command uses.
@@ -51,6 +53,7 @@ pub mod router;
 pub mod run;
 pub mod serve;
 pub mod shutdown;
+pub mod tls;
 pub mod util;
 
 use clap::Parser;

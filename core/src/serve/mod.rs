@@ -5,25 +5,40 @@
 //!
 //! | Path | Dialect |
 //! |---|---|
-//! | `/v1/realtime?model=M` | GA; **beta** (2024-10-01 names, flat session) with header `OpenAI-Beta: realtime=v1` |
+//! | `/v1/realtime?model=M` | GA; **beta** (2024-10-01 names, flat session) with header `OpenAI-Beta: realtime=v1` (or subprotocol `openai-beta.realtime-v1`) |
 //! | `/v1/realtime/translations?model=M` | Realtime Translation API |
-//! | `/openai/v1/realtime?model=DEPLOYMENT` | GA (Azure) |
+//! | `/openai/v1/realtime?model=DEPLOYMENT` (or `deployment=DEPLOYMENT`) | GA (Azure) |
 //! | `/openai/realtime?api-version=V&deployment=D` | beta (Azure preview) |
 //!
-//! An unknown path is HTTP 404 at the handshake, a missing model/deployment (or api-version)
-//! 400, and with a token configured a missing or wrong `Authorization: Bearer` (on Azure paths
-//! also `api-key`) 401 — each with a JSON error body like the real service's. The real
-//! service now rejects the beta header (`beta_api_shape_disabled`); this server keeps serving
-//! the beta shape, as the test peer of tolk's legacy codec.
+//! An unknown path is HTTP 404, a missing model/deployment (or api-version) 400, and with a
+//! token configured a missing or wrong credential 401 — `Authorization: Bearer`, on Azure paths
+//! also `api-key`, and the browser-style subprotocol `openai-insecure-api-key.<key>` — each with
+//! a JSON error body like the real service's; requests that are no WebSocket upgrade get 405 or
+//! 426 (see [`http`]). The real service now rejects the beta header (`beta_api_shape_disabled`);
+//! this server keeps serving the beta shape, as the test peer of tolk's legacy codec. With
+//! `--tls-cert`/`--tls-key` it serves `wss://` ([`crate::tls`]).
 //!
 //! ## The one decision to know
 //!
 //! Each connection is one task that owns its socket and a pure state machine
 //! ([`realtime_session::RealtimeSession`] or [`translation::TranslationSession`]); the task feeds it
 //! client events and clock ticks and sends what it queues. No shared state between sessions
-//! beyond the options, so sessions scale with tasks and a bad client can only hurt itself:
-//! malformed JSON, binary frames, unknown events and oversized messages become `error` events,
-//! never a panic or a dropped server.
+//! beyond the options and the limits, so sessions scale with tasks and a bad client can only
+//! hurt itself: malformed JSON, binary frames, unknown events and oversized messages become
+//! `error` events, never a panic or a dropped server.
+//!
+//! ## Limits (against abuse)
+//!
+//! - `--max-connections` (default 1024): connections beyond it (handshakes included) get HTTP
+//!   503 with `Retry-After`.
+//! - `--max-frame-memory` (default 256 MiB): one budget for the client messages being received
+//!   across all sessions; a message that would exceed it is refused (`error` `server_busy`, close
+//!   1013). See [`limits`].
+//! - `--idle-timeout` (default 600 s): a session that neither received a frame nor sent an event
+//!   for that long gets an `error` (`idle_timeout`) and close 1001.
+//! - Per connection: a 10 s handshake, messages of at most 64 MiB (close 1009) and events of at
+//!   most 16 MiB (an `error`, the session goes on), and an 8 KiB read buffer, so an idle session
+//!   costs a few KiB instead of tungstenite's default 128 KiB.
 //!
 //! The content comes from an [`engine::Engine`]; the shipped [`engine::TestEngine`] **proves
 //! the plumbing and does not translate** (its output is the input utterance behind a
@@ -43,15 +58,20 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Layout: `mod.rs` (options, listener, handshake routing, the connection loop),
-//! [`protocol`] (session shapes, validation, errors), [`realtime_session`], [`translation`], [`engine`],
-//! [`faults`], [`usage`]; the voice activity detector is [`crate::audio::vad`].
+//! Layout: `mod.rs` (options, listener, the connection loop), [`http`] (request head, routing,
+//! HTTP answers), [`limits`] (the frame memory budget), [`trim`] (memory back to the OS after
+//! sessions end), [`protocol`] (session shapes, validation, errors), [`realtime_session`],
+//! [`translation`], [`engine`], [`faults`], [`usage`]; the voice activity detector is
+//! [`crate::audio::vad`].
 
 pub mod engine;
 pub mod faults;
+pub mod http;
+pub mod limits;
 pub mod protocol;
 pub mod realtime_session;
 pub mod translation;
+pub mod trim;
 pub mod usage;
 
 use std::{
@@ -59,9 +79,10 @@ use std::{
     future::Future,
     io,
     net::SocketAddr,
+    path::PathBuf,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -69,22 +90,27 @@ use std::{
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::{
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt},
     net::{TcpListener, TcpStream},
     sync::watch,
     task::JoinHandle,
     time::Instant,
 };
-use tokio_tungstenite::tungstenite::{
-    self, Message,
-    handshake::server::{ErrorResponse, Request, Response},
-    http::StatusCode,
-    protocol::{CloseFrame, WebSocketConfig, frame::coding::CloseCode},
+use tokio_tungstenite::{
+    WebSocketStream,
+    tungstenite::{
+        self, Message,
+        http::{Method, StatusCode},
+        protocol::{CloseFrame, Role, WebSocketConfig, frame::coding::CloseCode},
+    },
 };
 
 use self::{
     engine::{Engine, TestEngine},
     faults::{FaultState, Faults},
-    protocol::{ApiError, Dialect},
+    http::Route,
+    limits::{FrameBudget, Meter, Metered},
+    protocol::ApiError,
     realtime_session::RealtimeSession,
     translation::TranslationSession,
 };
@@ -97,13 +123,27 @@ pub const MAX_SESSION: Duration = Duration::from_secs(60 * 60);
 pub const MAX_EVENT_BYTES: usize = 16 << 20;
 /// Largest WebSocket message read at all; beyond it the connection closes with 1009.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// Default `--max-connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default `--idle-timeout`.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Default `--max-frame-memory` (bytes).
+pub const DEFAULT_MAX_FRAME_MEMORY: usize = 256 << 20;
+/// tungstenite's read buffer per connection (its default, 128 KiB, is what made 2,000 idle
+/// sessions cost 280 MB).
+const READ_BUFFER_BYTES: usize = 8 << 10;
+/// Time for the TLS handshake and the HTTP request head.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections over the limit that get a 503 at the same time; beyond, they are dropped.
+const MAX_REFUSING: usize = 64;
 
 /// What `tolk serve` runs with.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     /// Where to listen; port 0 picks a free port.
     pub listen: SocketAddr,
-    /// When set, clients must present it (Bearer, or `api-key` on Azure paths).
+    /// When set, clients must present it (Bearer, `api-key` on Azure paths, or the
+    /// `openai-insecure-api-key.<key>` subprotocol).
     pub token: Option<String>,
     /// Faults for every session, timed from its start.
     pub faults: Faults,
@@ -113,6 +153,14 @@ pub struct ServeOptions {
     pub engine: Arc<dyn Engine>,
     /// Session length cap (60 min, as on the real service).
     pub max_session: Duration,
+    /// Serve `wss://` with this config (see [`crate::tls::server_config`]).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Open connections (handshakes included) beyond which new ones get HTTP 503.
+    pub max_connections: usize,
+    /// Close a session after this long without a client frame or a server event; `None` = never.
+    pub idle_timeout: Option<Duration>,
+    /// Bytes of client messages being received at once, across sessions ([`limits`]).
+    pub max_frame_memory: usize,
 }
 
 impl Default for ServeOptions {
@@ -124,6 +172,10 @@ impl Default for ServeOptions {
             engine_speed: DEFAULT_ENGINE_SPEED,
             engine: Arc::new(TestEngine),
             max_session: MAX_SESSION,
+            tls: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            max_frame_memory: DEFAULT_MAX_FRAME_MEMORY,
         }
     }
 }
@@ -135,22 +187,51 @@ pub struct Stats {
     pub active: AtomicU64,
     /// Sessions accepted since start.
     pub total: AtomicU64,
-    /// Handshakes refused (404/400/401).
+    /// Requests answered with an HTTP error (404/405/426/400/401/503) or dropped over the
+    /// connection limit.
     pub refused: AtomicU64,
+    /// Messages refused over the frame memory budget (their sessions closed with 1013).
+    pub busy: AtomicU64,
+    /// Sessions closed by the idle timeout.
+    pub idle_closed: AtomicU64,
+}
+
+/// What every connection task shares.
+#[derive(Debug)]
+struct Shared {
+    options: ServeOptions,
+    stats: Arc<Stats>,
+    budget: Arc<FrameBudget>,
+    /// Connections being served (handshakes included).
+    open: AtomicUsize,
+    /// Connections over the limit being answered 503.
+    refusing: AtomicUsize,
+    /// Sessions ended since the last [`trim::release_freed_memory`].
+    ended: AtomicUsize,
+}
+
+/// Decrements a connection counter when the connection task ends.
+struct Slot(Arc<Shared>, bool);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let counter = if self.1 { &self.0.refusing } else { &self.0.open };
+        counter.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A bound, not yet running server.
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
-    options: Arc<ServeOptions>,
-    stats: Arc<Stats>,
+    shared: Arc<Shared>,
 }
 
 /// A running server (see [`Server::spawn`]). Dropping it shuts the server down too.
 #[derive(Debug)]
 pub struct ServerHandle {
     addr: SocketAddr,
+    tls: bool,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
     stats: Arc<Stats>,
@@ -162,9 +243,9 @@ impl ServerHandle {
         self.addr
     }
 
-    /// `ws://ADDR`.
+    /// `ws://ADDR` (`wss://ADDR` with TLS).
     pub fn url(&self) -> String {
-        format!("ws://{}", self.addr)
+        format!("{}://{}", if self.tls { "wss" } else { "ws" }, self.addr)
     }
 
     /// The session counters.
@@ -193,7 +274,15 @@ impl Server {
         let listener = TcpListener::bind(options.listen)
             .await
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", options.listen)))?;
-        Ok(Server { listener, options: Arc::new(options), stats: Arc::default() })
+        let shared = Arc::new(Shared {
+            budget: FrameBudget::new(options.max_frame_memory),
+            options,
+            stats: Arc::default(),
+            open: AtomicUsize::new(0),
+            refusing: AtomicUsize::new(0),
+            ended: AtomicUsize::new(0),
+        });
+        Ok(Server { listener, shared })
     }
 
     /// The bound address (the real port when asked for port 0).
@@ -201,10 +290,16 @@ impl Server {
         self.listener.local_addr().expect("bound listener has an address")
     }
 
+    /// `ws://ADDR` (`wss://ADDR` with TLS).
+    pub fn url(&self) -> String {
+        format!("{}://{}", if self.shared.options.tls.is_some() { "wss" } else { "ws" }, self.local_addr())
+    }
+
     /// Runs on the current tokio runtime until [`ServerHandle::shutdown`] or drop.
     pub fn spawn(self) -> ServerHandle {
         let addr = self.local_addr();
-        let stats = self.stats.clone();
+        let stats = self.shared.stats.clone();
+        let tls = self.shared.options.tls.is_some();
         let (stop, mut rx) = watch::channel(false);
         let task = tokio::spawn(async move {
             self.run_until(async move {
@@ -212,23 +307,45 @@ impl Server {
             })
             .await
         });
-        ServerHandle { addr, stop, task: Some(task), stats }
+        ServerHandle { addr, tls, stop, task: Some(task), stats }
     }
 
     /// Accepts connections until `shutdown` completes; then closes every session with 1001
     /// ("server shutting down") and returns once they are gone (at most 2 s).
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
         let (stop_tx, stop_rx) = watch::channel(false);
+        let acceptor = self.shared.options.tls.clone().map(tokio_rustls::TlsAcceptor::from);
         tokio::pin!(shutdown);
         let mut tasks = tokio::task::JoinSet::new();
+        let mut trim = tokio::time::interval(Duration::from_secs(1));
+        trim.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
+                _ = trim.tick() => {
+                    // Once sessions have ended (many, or all of them), give their memory back.
+                    let ended = self.shared.ended.load(Ordering::Relaxed);
+                    let open = self.shared.open.load(Ordering::Relaxed);
+                    if ended >= 64 || (ended > 0 && open == 0) {
+                        self.shared.ended.fetch_sub(ended, Ordering::Relaxed);
+                        tokio::task::spawn_blocking(trim::release_freed_memory);
+                    }
+                }
                 accepted = self.listener.accept() => match accepted {
                     Ok((tcp, peer)) => {
+                        let shared = &self.shared;
+                        let full = shared.open.load(Ordering::Relaxed) >= shared.options.max_connections;
+                        if full && shared.refusing.load(Ordering::Relaxed) >= MAX_REFUSING {
+                            // Flooded: not even a 503 for this one.
+                            shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+                            drop(tcp);
+                            continue;
+                        }
+                        (if full { &shared.refusing } else { &shared.open }).fetch_add(1, Ordering::Relaxed);
+                        let slot = Slot(shared.clone(), full);
                         let _ = tcp.set_nodelay(true);
-                        let (options, stats, stop) = (self.options.clone(), self.stats.clone(), stop_rx.clone());
-                        tasks.spawn(async move { connection(tcp, peer, options, stats, stop).await });
+                        let (acceptor, stop) = (acceptor.clone(), stop_rx.clone());
+                        tasks.spawn(async move { connection(tcp, peer, acceptor, full, slot, stop).await });
                     }
                     Err(e) => {
                         // Out of descriptors and the like: back off instead of spinning.
@@ -245,8 +362,9 @@ impl Server {
     }
 }
 
-/// Runs `tolk serve` in the foreground: binds, prints `tolk serve: listening on ws://ADDR` as
-/// the first stdout line, and serves until Ctrl-C or SIGTERM. Returns the exit status.
+/// Runs `tolk serve` in the foreground: binds, prints `tolk serve: listening on ws://ADDR` (or
+/// `wss://`) as the first stdout line, and serves until Ctrl-C or SIGTERM. Returns the exit
+/// status.
 pub fn run_foreground(options: ServeOptions) -> u8 {
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("tolk-serve").build() {
         Ok(rt) => rt,
@@ -267,7 +385,7 @@ pub fn run_foreground(options: ServeOptions) -> u8 {
         {
             use std::io::Write;
             let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "tolk serve: listening on ws://{}", server.local_addr());
+            let _ = writeln!(out, "tolk serve: listening on {}", server.url());
             let _ = out.flush();
         }
         server.run_until(shutdown.reached(crate::shutdown::Level::Graceful)).await;
@@ -281,119 +399,6 @@ pub(crate) fn new_id(prefix: &str) -> String {
     s.push_str(prefix);
     s.extend(std::iter::repeat_with(fastrand::alphanumeric).take(20));
     s
-}
-
-/// What a handshake selected.
-#[derive(Debug, Clone)]
-enum Route {
-    Realtime { dialect: Dialect, model: String },
-    Translation { model: String },
-}
-
-fn http_error(status: StatusCode, kind: &str, code: &str, message: &str) -> ErrorResponse {
-    let body = json!({"error": {"message": message, "type": kind, "code": code, "param": null}}).to_string();
-    let mut r = ErrorResponse::new(Some(body));
-    *r.status_mut() = status;
-    r.headers_mut().insert("content-type", tungstenite::http::HeaderValue::from_static("application/json"));
-    r
-}
-
-/// The route of a handshake request, or the HTTP error the real service would give.
-// NOTE: the error type is fixed by tungstenite's handshake `Callback`.
-#[allow(clippy::result_large_err)]
-fn route(req: &Request, token: Option<&str>) -> Result<Route, ErrorResponse> {
-    let uri = req.uri();
-    let query: Vec<(String, String)> = uri
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter(|kv| !kv.is_empty())
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect();
-    let q = |k: &str| query.iter().find(|(qk, _)| qk == k).map(|(_, v)| v.clone()).filter(|v| !v.is_empty());
-    let header = |k: &str| req.headers().get(k).and_then(|v| v.to_str().ok()).map(str::trim);
-    let path = uri.path().trim_end_matches('/');
-    let azure = path.starts_with("/openai/");
-    let missing = |what: &str| {
-        http_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "missing_required_parameter",
-            &format!("Missing required parameter: '{what}'."),
-        )
-    };
-    let route = match path {
-        "/v1/realtime" => {
-            let model = q("model").ok_or_else(|| missing("model"))?;
-            let beta = header("openai-beta").is_some_and(|b| b.split(',').any(|p| p.trim() == "realtime=v1"));
-            Route::Realtime { dialect: if beta { Dialect::Beta } else { Dialect::Ga }, model }
-        }
-        "/v1/realtime/translations" => Route::Translation { model: q("model").ok_or_else(|| missing("model"))? },
-        "/openai/v1/realtime" => {
-            Route::Realtime { dialect: Dialect::Ga, model: q("model").ok_or_else(|| missing("model"))? }
-        }
-        "/openai/realtime" => {
-            q("api-version").ok_or_else(|| missing("api-version"))?;
-            let deployment = q("deployment").ok_or_else(|| missing("deployment"))?;
-            Route::Realtime { dialect: Dialect::Beta, model: deployment }
-        }
-        _ => {
-            return Err(http_error(
-                StatusCode::NOT_FOUND,
-                "invalid_request_error",
-                "not_found",
-                &format!("Invalid URL (GET {}): no such endpoint.", uri.path()),
-            ));
-        }
-    };
-    if let Some(token) = token {
-        let bearer = header("authorization").and_then(|a| a.strip_prefix("Bearer ")).map(str::trim);
-        let api_key = if azure { header("api-key") } else { None };
-        let ok = bearer == Some(token) || api_key == Some(token);
-        if !ok {
-            let (code, msg) = if bearer.is_none() && api_key.is_none() {
-                (
-                    "missing_api_key",
-                    if azure {
-                        "Access denied due to missing subscription key. Make sure to include an api-key header."
-                    } else {
-                        "You didn't provide an API key. Provide it in the Authorization header (Authorization: Bearer YOUR_KEY)."
-                    },
-                )
-            } else {
-                ("invalid_api_key", "Incorrect API key provided.")
-            };
-            return Err(http_error(StatusCode::UNAUTHORIZED, "invalid_request_error", code, msg));
-        }
-    }
-    Ok(route)
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
-                    Ok(x) => {
-                        out.push(x);
-                        i += 3;
-                        continue;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            b'+' => out.push(b' '),
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The protocol state of one connection.
@@ -453,46 +458,102 @@ fn close_frame(code: u16, reason: &str) -> Message {
     Message::Close(Some(CloseFrame { code: CloseCode::from(code), reason: reason.to_string().into() }))
 }
 
-/// Serves one TCP connection: handshake, then the event loop until either side ends it.
-#[allow(clippy::result_large_err)] // the handshake callback's error type is tungstenite's
+/// Serves one TCP connection: TLS (when configured), then [`serve_conn`].
 async fn connection(
     tcp: TcpStream,
     peer: SocketAddr,
-    options: Arc<ServeOptions>,
-    stats: Arc<Stats>,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    full: bool,
+    slot: Slot,
+    stop: watch::Receiver<bool>,
+) {
+    let shared = slot.0.clone();
+    match acceptor {
+        None => serve_conn(tcp, peer, full, &shared, stop).await,
+        Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => serve_conn(tls, peer, full, &shared, stop).await,
+            Ok(Err(e)) => tracing::debug!("tolk serve: {peer}: TLS handshake failed: {e}"),
+            Err(_) => tracing::debug!("tolk serve: {peer}: TLS handshake timed out"),
+        },
+    }
+    drop(slot);
+}
+
+/// The HTTP request, its answer, and for an upgrade the session until either side ends it.
+async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    peer: SocketAddr,
+    full: bool,
+    shared: &Shared,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut selected = None;
-    let token = options.token.clone();
-    let callback = |req: &Request, resp: Response| match route(req, token.as_deref()) {
-        Ok(r) => {
-            selected = Some(r);
-            Ok(resp)
-        }
-        // NOTE: counted here, before the refusal is sent, so a client that has seen its 4xx
-        // also sees it in the stats.
-        Err(e) => {
+    let stats = &shared.stats;
+    let head = match tokio::time::timeout(HANDSHAKE_TIMEOUT, http::read_head(&mut stream)).await {
+        Ok(Ok(Ok(Some(head)))) => head,
+        Ok(Ok(Err(answer))) => {
             stats.refused.fetch_add(1, Ordering::Relaxed);
-            Err(e)
-        }
-    };
-    let config =
-        WebSocketConfig::default().max_message_size(Some(MAX_MESSAGE_BYTES)).max_frame_size(Some(MAX_MESSAGE_BYTES));
-    let handshake = tokio_tungstenite::accept_hdr_async_with_config(tcp, callback, Some(config));
-    let ws = match tokio::time::timeout(Duration::from_secs(10), handshake).await {
-        Ok(Ok(ws)) => ws,
-        Ok(Err(e)) => {
-            tracing::debug!("tolk serve: {peer}: handshake failed: {e}");
+            http::send_error(&mut stream, &answer, false).await;
             return;
         }
-        Err(_) => return,
+        Ok(Ok(Ok(None))) | Ok(Err(_)) => return,
+        Err(_) => {
+            tracing::debug!("tolk serve: {peer}: no request head within {HANDSHAKE_TIMEOUT:?}");
+            return;
+        }
     };
-    let Some(route) = selected else { return };
+    let is_head = head.request.method() == Method::HEAD;
+    let answer = if full {
+        let mut r = http::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "too_many_connections",
+            &format!(
+                "The server has {} connections open, its limit (--max-connections); try again later.",
+                shared.options.max_connections
+            ),
+        );
+        r.headers_mut().insert("retry-after", tungstenite::http::HeaderValue::from_static("1"));
+        Err(r)
+    } else {
+        http::answer(&head.request, shared.options.token.as_deref())
+    };
+    let (route, upgrade) = match answer {
+        Ok(a) => a,
+        Err(answer) => {
+            // NOTE: counted before the answer is sent, so a client that has seen its 4xx also
+            // sees it in the stats.
+            stats.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                "tolk serve: {peer}: {} {} → {}",
+                head.request.method(),
+                head.request.uri(),
+                answer.status()
+            );
+            http::send_error(&mut stream, &answer, is_head).await;
+            return;
+        }
+    };
+    if http::send_upgrade(&mut stream, &upgrade).await.is_err() {
+        return;
+    }
+    let meter = Meter::new(shared.budget.clone());
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .max_message_size(Some(MAX_MESSAGE_BYTES))
+        .max_frame_size(Some(MAX_MESSAGE_BYTES));
+    let ws = WebSocketStream::from_partially_read(
+        Metered::new(stream, meter.clone()),
+        head.rest,
+        Role::Server,
+        Some(config),
+    )
+    .await;
     stats.active.fetch_add(1, Ordering::Relaxed);
     stats.total.fetch_add(1, Ordering::Relaxed);
     tracing::debug!("tolk serve: {peer}: session {route:?}");
-    serve_session(ws, route, &options, &mut stop).await;
+    serve_session(ws, route, shared, &meter, &mut stop).await;
     stats.active.fetch_sub(1, Ordering::Relaxed);
+    shared.ended.fetch_add(1, Ordering::Relaxed);
 }
 
 /// How a session loop ended.
@@ -501,16 +562,28 @@ enum End {
     Close(u16, String),
     /// Drop the TCP connection without a close frame.
     Drop,
-    /// The peer is gone or closed; answer nothing more.
+    /// The peer closed: send tungstenite's answer to its close frame.
+    PeerClosed,
+    /// The peer is gone; answer nothing more.
     Gone,
+    /// A message over the frame memory budget: refuse it, close 1013, drop its bytes.
+    Refused,
 }
 
-async fn serve_session(
-    ws: tokio_tungstenite::WebSocketStream<TcpStream>,
+/// Serializes a queued event with a fresh `event_id`.
+fn event_message(mut ev: Value) -> Message {
+    ev["event_id"] = json!(new_id("event_"));
+    Message::text(ev.to_string())
+}
+
+async fn serve_session<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: WebSocketStream<Metered<S>>,
     route: Route,
-    options: &ServeOptions,
+    shared: &Shared,
+    meter: &Meter,
     stop: &mut watch::Receiver<bool>,
 ) {
+    let options = &shared.options;
     let (mut sink, mut stream) = ws.split();
     let start = Instant::now();
     let start_unix = unix_now();
@@ -533,6 +606,8 @@ async fn serve_session(
         }
     };
     m.set_delay(faults.delay);
+    let far = start + Duration::from_secs(365 * 86_400);
+    let mut last_active = start;
     let end = 'session: loop {
         if faults.stall_at.is_some_and(|t| t <= Instant::now()) {
             faults.stall_at = None;
@@ -540,35 +615,42 @@ async fn serve_session(
         }
         // Queue everything pending, then flush once (one write for a burst of events).
         let mut fed = false;
-        while let Some(mut ev) = m.out().pop_front() {
+        while let Some(ev) = m.out().pop_front() {
             if faults.stalled {
                 continue;
             }
-            ev["event_id"] = json!(new_id("event_"));
-            if sink.feed(Message::text(ev.to_string())).await.is_err() {
+            if sink.feed(event_message(ev)).await.is_err() {
                 break 'session End::Gone;
             }
             fed = true;
         }
-        if fed && sink.flush().await.is_err() {
-            break End::Gone;
+        if fed {
+            if sink.flush().await.is_err() {
+                break End::Gone;
+            }
+            last_active = Instant::now();
         }
         if m.closed() {
             break End::Close(1000, "session closed".into());
         }
         let expire_at = expiry(&faults);
-        let deadline =
-            [m.deadline(), faults.next_deadline(), Some(expire_at)].into_iter().flatten().min().unwrap_or(expire_at);
+        let idle_at = options.idle_timeout.and_then(|d| last_active.checked_add(d)).unwrap_or(far);
+        let deadline = [m.deadline(), faults.next_deadline(), Some(expire_at), Some(idle_at)]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(expire_at);
         tokio::select! {
             msg = stream.next() => {
                 let now = Instant::now();
+                last_active = now;
                 match msg {
-                    None | Some(Ok(Message::Close(_))) => break End::Gone,
+                    None => break End::Gone,
+                    Some(Ok(Message::Close(_))) => break End::PeerClosed,
+                    Some(Err(_)) if meter.refused() => break End::Refused,
                     Some(Err(tungstenite::Error::Capacity(e))) => {
                         let err = ApiError::invalid(Some("invalid_event"), format!("Message too large: {e}."), None);
-                        let mut ev = err.to_event(None);
-                        ev["event_id"] = json!(new_id("event_"));
-                        let _ = sink.send(Message::text(ev.to_string())).await;
+                        let _ = sink.send(event_message(err.to_event(None))).await;
                         break End::Close(1009, "message too large".into());
                     }
                     Some(Err(_)) => break End::Gone,
@@ -591,6 +673,8 @@ async fn serve_session(
                     }
                     Some(Ok(_)) => {} // ping/pong are answered by tungstenite
                 }
+                // The message is handled (and dropped): its bytes leave the budget.
+                meter.release();
             }
             _ = tokio::time::sleep_until(deadline) => {
                 let now = Instant::now();
@@ -610,11 +694,22 @@ async fn serve_session(
                     );
                     m.out().clear();
                     if !faults.stalled {
-                        let mut ev = err.to_event(None);
-                        ev["event_id"] = json!(new_id("event_"));
-                        let _ = sink.send(Message::text(ev.to_string())).await;
+                        let _ = sink.send(event_message(err.to_event(None))).await;
                     }
                     break End::Close(1001, "session expired".into());
+                }
+                if idle_at <= now {
+                    let secs = options.idle_timeout.unwrap_or_default().as_secs_f64();
+                    let err = ApiError::invalid(
+                        Some("idle_timeout"),
+                        format!("No client frames and no server events for {secs} s (the server's --idle-timeout); closing."),
+                        None,
+                    );
+                    if !faults.stalled {
+                        let _ = sink.send(event_message(err.to_event(None))).await;
+                    }
+                    shared.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
+                    break End::Close(1001, "idle timeout".into());
                 }
                 if let Some((t, _)) = &faults.error_at && *t <= now {
                     let (_, e) = faults.error_at.take().expect("checked");
@@ -636,6 +731,45 @@ async fn serve_session(
             let _ =
                 tokio::time::timeout(Duration::from_secs(1), async { while let Some(Ok(_)) = stream.next().await {} })
                     .await;
+        }
+        End::PeerClosed => {
+            // tungstenite queued the answer to the peer's close frame; send it, and let the
+            // stream end (the server closes the TCP connection first, as RFC 6455 asks).
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                let _ = sink.flush().await;
+                while let Some(Ok(_)) = stream.next().await {}
+            })
+            .await;
+        }
+        End::Refused => {
+            shared.stats.busy.fetch_add(1, Ordering::Relaxed);
+            let mib = |b: usize| b as f64 / (1 << 20) as f64;
+            let err = ApiError {
+                kind: "server_error".into(),
+                code: Some("server_busy".into()),
+                message: format!(
+                    "Message refused after {:.1} MiB: the server is receiving {:.0} MiB of client messages at once, \
+                     its budget (--max-frame-memory); send smaller events, or retry later.",
+                    mib(meter.pending()),
+                    mib(shared.budget.limit())
+                ),
+                param: None,
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                let _ = sink.feed(event_message(err.to_event(None))).await;
+                let _ = sink.send(close_frame(1013, "server busy")).await;
+            })
+            .await;
+            // Drop the half-received message now (the WebSocket state holds it), then discard
+            // what the client still sends for a moment so it reads the close, not a reset.
+            if let Ok(ws) = stream.reunite(sink) {
+                let raw = ws.into_inner().take();
+                meter.release();
+                if let Some(mut raw) = raw {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), raw.shutdown()).await;
+                    http::drain(&mut raw, Duration::from_secs(2)).await;
+                }
+            }
         }
         End::Drop | End::Gone => {}
     }
@@ -696,13 +830,31 @@ pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port (the first stdout line names it).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8765")]
     pub listen: SocketAddr,
-    /// Require this token: `Authorization: Bearer TOKEN` (on Azure paths also `api-key: TOKEN`).
+    /// Require this token: `Authorization: Bearer TOKEN`, on Azure paths also `api-key: TOKEN`,
+    /// or the browser-style subprotocol `openai-insecure-api-key.TOKEN`.
     #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,
     /// Real-time factor of response audio: 1 = real time, 10 = ten times faster; 0 = as fast as
     /// possible.
     #[arg(long, value_name = "X", default_value_t = DEFAULT_ENGINE_SPEED)]
     pub engine_speed: f64,
+    /// Serve wss:// with this PEM certificate chain (leaf first); needs --tls-key.
+    #[arg(long, value_name = "PEM", requires = "tls_key", help_heading = "TLS")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert", help_heading = "TLS")]
+    pub tls_key: Option<PathBuf>,
+    /// Open connections (handshakes included) beyond which new ones get HTTP 503.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS, help_heading = "Limits")]
+    pub max_connections: usize,
+    /// Close a session (error `idle_timeout`, close 1001) after SECS without a client frame or a
+    /// server event; 0 = never.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_IDLE_TIMEOUT.as_secs_f64(), help_heading = "Limits")]
+    pub idle_timeout: f64,
+    /// MiB of client messages being received at once, across all sessions; a message that would
+    /// go over it is refused (error `server_busy`, close 1013).
+    #[arg(long, value_name = "MIB", default_value_t = DEFAULT_MAX_FRAME_MEMORY >> 20, help_heading = "Limits")]
+    pub max_frame_memory: usize,
     /// Fault: end every connection abruptly (no close frame) after SECS.
     #[arg(long, value_name = "SECS", help_heading = "Fault injection")]
     pub fault_close_after: Option<f64>,
@@ -758,11 +910,40 @@ pub fn run_cli(args: ServeArgs) -> u8 {
         return crate::exit::USAGE;
     }
     let engine_speed = if args.engine_speed == 0.0 { f64::INFINITY } else { args.engine_speed };
+    let idle_timeout = match secs("idle-timeout", Some(args.idle_timeout)) {
+        Ok(d) => d.filter(|d| !d.is_zero()),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return crate::exit::USAGE;
+        }
+    };
+    if args.max_connections == 0 {
+        eprintln!("error: --max-connections 0: expected at least 1");
+        return crate::exit::USAGE;
+    }
+    if !(1..=(1 << 20)).contains(&args.max_frame_memory) {
+        eprintln!("error: --max-frame-memory {}: expected MiB between 1 and 1048576", args.max_frame_memory);
+        return crate::exit::USAGE;
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => match crate::tls::server_config(cert, key) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return crate::exit::USAGE;
+            }
+        },
+        _ => None,
+    };
     run_foreground(ServeOptions {
         listen: args.listen,
         token: args.token.filter(|t| !t.is_empty()),
         faults,
         engine_speed,
+        tls,
+        max_connections: args.max_connections,
+        idle_timeout,
+        max_frame_memory: args.max_frame_memory << 20,
         ..ServeOptions::default()
     })
 }

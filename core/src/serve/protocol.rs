@@ -6,7 +6,9 @@
 //! real service's validation: an unknown field is `unknown_parameter`, a wrong type
 //! `invalid_type`, a bad value `invalid_value`, a GA update without `session.type`
 //! `missing_required_parameter`, each with the dotted `param` path. An update is applied
-//! all-or-nothing: on error the session keeps its previous config.
+//! all-or-nothing: on error the session keeps its previous config. A `session.model` other
+//! than the URL's is not such an error: the model cannot change, so it is ignored and the rest
+//! of the update applies (clients send their configured model with every update).
 //!
 //! It deliberately shares no types with the client in `crate::realtime`: the two meet only on
 //! the wire, which makes client-vs-server tests a real cross-check.
@@ -576,14 +578,18 @@ impl SessionConfig {
         self.apply_common(map)
     }
 
+    /// `session.model`: the model of a session is fixed by its URL (the deployment on Azure), and
+    /// clients (agent SDKs) send their configured model in every update. A different model is
+    /// therefore not an error that would lose the rest of the update: it is type-checked and
+    /// ignored, and `session.updated` reports the model in effect. (The protocol notes say only
+    /// that the model cannot be changed; whether the service ignores it silently or also sends an
+    /// error is not documented — tolk chose silence, as an error per update would be logged by
+    /// clients on every update.)
     fn apply_model(&mut self, map: &Map<String, Value>) -> Result<(), ApiError> {
         if let Some(v) = map.get("model") {
             let m = string(v, "session.model")?;
             if m != self.model {
-                return Err(ApiError::invalid_value(
-                    "session.model",
-                    format!("Invalid value: '{m}'. The model of a session is fixed by its URL ('{}').", self.model),
-                ));
+                tracing::debug!("tolk serve: session.update names model '{m}'; the session keeps '{}'", self.model);
             }
         }
         Ok(())

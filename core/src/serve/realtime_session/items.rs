@@ -147,10 +147,7 @@ impl RealtimeSession {
         };
         let i = self.index_of(&id, "item_id")?;
         if self.active.as_ref().is_some_and(|a| a.item_id == id) {
-            return Err(ApiError::invalid_value(
-                "item_id",
-                format!("Item '{id}' belongs to the active response; cancel it first."),
-            ));
+            return self.truncate_active(&id, content_index, audio_end_ms);
         }
         let ItemKind::Message { role, parts } = &mut self.items[i].kind else {
             return Err(ApiError::invalid_value("item_id", "Only assistant messages with audio can be truncated."));
@@ -179,6 +176,38 @@ impl RealtimeSession {
         *transcript = transcript.chars().take(keep_chars).collect();
         samples.truncate(keep);
         self.emit(json!({"type": "conversation.item.truncated", "item_id": id, "content_index": content_index, "audio_end_ms": audio_end_ms}));
+        Ok(())
+    }
+
+    /// Truncating the item the running response is still producing, as clients do on an
+    /// interruption (an agent SDK sends it before `response.cancel`): the item keeps the audio up
+    /// to `audio_end_ms` and that share of the transcript so far; the response itself runs on
+    /// until it ends or is cancelled (its streamed deltas and `.done` transcript are what was
+    /// generated; the item in `output_item.done`/`response.done` and in the conversation is cut).
+    fn truncate_active(&mut self, id: &str, content_index: usize, audio_end_ms: u64) -> Result<(), ApiError> {
+        let a = self.active.as_mut().expect("checked by the caller");
+        if !a.audio_out {
+            return Err(ApiError::invalid_value("item_id", "Only assistant messages with audio can be truncated."));
+        }
+        if content_index != 0 {
+            return Err(ApiError::invalid_value(
+                "content_index",
+                format!("Content index {content_index} has no audio."),
+            ));
+        }
+        let (have, chars) = a.truncated.unwrap_or((a.audio.len(), a.text.chars().count()));
+        let have_ms = samples_to_ms(have as u64);
+        if audio_end_ms > have_ms {
+            return Err(ApiError::invalid(
+                None,
+                format!("Audio content of {have_ms}ms is already shorter than {audio_end_ms}ms"),
+                None,
+            ));
+        }
+        let keep = (ms_to_samples(audio_end_ms) as usize).min(have);
+        let keep_chars = (chars * keep).checked_div(have).unwrap_or(0);
+        a.truncated = Some((keep, keep_chars));
+        self.emit(json!({"type": "conversation.item.truncated", "item_id": id, "content_index": 0, "audio_end_ms": audio_end_ms}));
         Ok(())
     }
 

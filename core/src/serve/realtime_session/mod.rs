@@ -8,7 +8,9 @@
 //! A response is a little state machine of its own (`Active`): it starts after the fault
 //! delay, sends the opening events, then pulls one engine chunk per step, paced so that audio
 //! leaves at `speed` times real time, and ends with the done events. Client events are handled
-//! between steps, so a cancel or a barge-in lands mid-response, as on the real service.
+//! between steps, so a cancel or a barge-in lands mid-response, as on the real service. The
+//! item being produced may be truncated mid-response too (clients send the truncate before the
+//! cancel on an interruption); deleting it still needs the response to end first.
 //!
 //! Files by job: `mod.rs` (the state, events out), `events` (client event dispatch and
 //! validation), `items` (the conversation), `input` (the input audio buffer and its VAD),

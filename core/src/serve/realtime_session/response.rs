@@ -60,6 +60,9 @@ pub(super) struct Active {
     pub(super) text: String,
     pub(super) input_usage: Tokens,
     pub(super) previous_item_id: Option<String>,
+    /// Set by `conversation.item.truncate` while the response runs: the samples and transcript
+    /// characters its item keeps (the response goes on streaming until it ends or is cancelled).
+    pub(super) truncated: Option<(usize, usize)>,
 }
 
 impl RealtimeSession {
@@ -241,6 +244,7 @@ impl RealtimeSession {
             text: String::new(),
             input_usage,
             previous_item_id: None,
+            truncated: None,
         });
     }
 
@@ -279,7 +283,11 @@ impl RealtimeSession {
         let parts = if !with_content {
             Vec::new()
         } else if a.audio_out {
-            vec![Part::OutputAudio { samples: a.audio.clone(), transcript: a.text.clone() }]
+            let (samples, chars) = a.truncated.unwrap_or((a.audio.len(), usize::MAX));
+            vec![Part::OutputAudio {
+                samples: a.audio[..samples].to_vec(),
+                transcript: a.text.chars().take(chars).collect(),
+            }]
         } else {
             vec![Part::OutputText(a.text.clone())]
         };
