@@ -24,7 +24,7 @@
 //! ```
 //!
 //! It builds the release `tolk` and the two WAV plugins into its own target directory
-//! (`target/bench-fanout-build`, kept between runs as a build cache), so `target/release/tolk`
+//! (`target/bench-build`, kept between runs as a build cache), so `target/release/tolk`
 //! is never replaced, and installs the GStreamer Debian packages when `gst-launch-1.0` is
 //! missing (not in CI: this is not part of the test suite). The input and the outputs
 //! (~0.6 GB) go to `target/bench-fanout/`, which is removed when the bench ends, also when it
@@ -60,7 +60,7 @@ fn main() {
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
     let target = if target.is_absolute() { target } else { root.join(target) };
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let build = target.join("bench-fanout-build");
+    let build = target.join("bench-build");
     eprintln!("building release tolk and plugins into {} …", build.display());
     let ok = Command::new(&cargo)
         .args(["build", "--release", "-p", "tolk-core", "-p", "tolk-source-wav", "-p", "tolk-sink-wav"])
