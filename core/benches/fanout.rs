@@ -10,18 +10,25 @@
 //!   filesink location=out/b0.wav … (8 branches)
 //! ```
 //!
-//! Each run is timed with GNU time (wall, user + sys, max RSS) after a `sync`, tolk and
-//! GStreamer alternating; the bench prints every run, the medians and the ratio
-//! GStreamer / tolk (above 1.0: tolk is faster). Run it with
+//! Two tolk configurations are measured: **default** (what a user gets: the source's default
+//! 20 ms blocks, every sink setting at its default) and **tuned** (`block_ms = 100`), labelled
+//! apart. Each round runs tolk default, GStreamer, tolk tuned (the order alternates between
+//! rounds), each after a `sync`, timed by GNU time (wall, user + sys, max RSS). Every tolk run
+//! is paired with its round's GStreamer run; the bench prints every run, the medians, and the
+//! **median of the pairwise ratios** tolk / GStreamer (below 1.0: tolk is cheaper), with the
+//! load average before and after (the machine may be shared; CPU time is the steadier figure).
 //!
 //! ```sh
-//! cargo bench -p tolk-core --bench fanout            # 5 runs each
+//! cargo bench -p tolk-core --bench fanout            # 5 rounds
 //! TOLK_BENCH_RUNS=9 cargo bench -p tolk-core --bench fanout
 //! ```
 //!
-//! It builds the release `tolk` and the two WAV plugins itself, and installs the GStreamer
-//! Debian packages when `gst-launch-1.0` is missing and it runs as root (never in CI: this is
-//! not part of the test suite). Files go to `target/bench-fanout/`.
+//! It builds the release `tolk` and the two WAV plugins into its own target directory
+//! (`target/bench-build`, kept between runs as a build cache), so `target/release/tolk`
+//! is never replaced, and installs the GStreamer Debian packages when `gst-launch-1.0` is
+//! missing (not in CI: this is not part of the test suite). The input and the outputs
+//! (~0.6 GB) go to `target/bench-fanout/`, which is removed when the bench ends, also when it
+//! fails.
 
 use std::{
     fs::File,
@@ -34,6 +41,18 @@ const SECONDS: u32 = 600;
 const RATE: u32 = 48_000;
 const OUTPUTS: usize = 8;
 
+/// The tolk configurations measured: label and extra `[source.config]` lines.
+const CONFIGS: [(&str, &str); 2] = [("default", ""), ("tuned (block_ms = 100)", "block_ms = 100\n")];
+
+/// Removes the bench's data directory when dropped (also on a panic).
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is understood.
     let runs: usize = std::env::var("TOLK_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(5).max(1);
@@ -41,26 +60,35 @@ fn main() {
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
     let target = if target.is_absolute() { target } else { root.join(target) };
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    eprintln!("building release tolk and plugins …");
+    let build = target.join("bench-build");
+    eprintln!("building release tolk and plugins into {} …", build.display());
     let ok = Command::new(&cargo)
         .args(["build", "--release", "-p", "tolk-core", "-p", "tolk-source-wav", "-p", "tolk-sink-wav"])
+        .arg("--target-dir")
+        .arg(&build)
         .current_dir(&root)
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
     assert!(ok, "cargo build --release failed");
-    let tolk = target.join("release").join("tolk");
+    let tolk = build.join("release").join("tolk");
 
-    let dir = target.join("bench-fanout");
+    let scratch = Scratch(target.join("bench-fanout"));
+    let dir = scratch.0.clone();
     std::fs::create_dir_all(dir.join("out-tolk")).expect("bench dir");
     std::fs::create_dir_all(dir.join("out-gst")).expect("bench dir");
     let input = dir.join("ten.wav");
-    if std::fs::metadata(&input).map(|m| m.len()).unwrap_or(0) != 44 + u64::from(SECONDS * RATE * 4) {
-        eprintln!("writing {} (10 min, 48 kHz stereo) …", input.display());
-        write_input(&input).expect("write the input WAV");
-    }
-    let config = dir.join("fanout.toml");
-    std::fs::write(&config, config_text(&input, &dir.join("out-tolk"))).expect("write the config");
+    eprintln!("writing {} (10 min, 48 kHz stereo) …", input.display());
+    write_input(&input).expect("write the input WAV");
+    let configs: Vec<PathBuf> = CONFIGS
+        .iter()
+        .enumerate()
+        .map(|(i, (_, extra))| {
+            let path = dir.join(format!("fanout-{i}.toml"));
+            std::fs::write(&path, config_text(&input, &dir.join("out-tolk"), extra)).expect("write the config");
+            path
+        })
+        .collect();
 
     let gst = gst_available();
     if !gst {
@@ -69,40 +97,94 @@ fn main() {
     let time = Path::new("/usr/bin/time");
     assert!(time.exists(), "GNU time (/usr/bin/time) is needed: apt-get install time");
 
-    let mut tolk_runs = vec![];
+    let load_before = load();
+    // tolk_runs[config][round]; gst_runs[round].
+    let mut tolk_runs: Vec<Vec<Timing>> = CONFIGS.iter().map(|_| vec![]).collect();
     let mut gst_runs = vec![];
-    for i in 0..runs {
-        let t = timed(time, &dir, Command::new(&tolk).args(["-q", "run", "--no-status"]).arg(&config));
-        check_outputs(&dir.join("out-tolk"));
-        eprintln!("run {}: tolk      wall {:.2} s  cpu {:.2} s  rss {} MB", i + 1, t.wall, t.cpu, t.rss_kb / 1024);
-        tolk_runs.push(t);
+    for round in 0..runs {
+        let order: Vec<usize> = if round % 2 == 0 { vec![0, 1] } else { vec![1, 0] };
+        let tolk_run = |c: usize, runs: &mut Vec<Vec<Timing>>| {
+            let t = timed(time, &dir, Command::new(&tolk).args(["-q", "run", "--no-status"]).arg(&configs[c]));
+            check_outputs(&dir.join("out-tolk"));
+            clear(&dir.join("out-tolk"));
+            eprintln!(
+                "round {}: tolk {:<24} wall {:.2} s  cpu {:.2} s  rss {} MB",
+                round + 1,
+                CONFIGS[c].0,
+                t.wall,
+                t.cpu,
+                t.rss_kb / 1024
+            );
+            runs[c].push(t);
+        };
+        tolk_run(order[0], &mut tolk_runs);
         if gst {
             let mut cmd = Command::new("gst-launch-1.0");
             cmd.arg("-q").args(gst_pipeline(&input, &dir.join("out-gst")));
             let t = timed(time, &dir, &mut cmd);
             check_outputs(&dir.join("out-gst"));
-            eprintln!("run {}: gstreamer wall {:.2} s  cpu {:.2} s  rss {} MB", i + 1, t.wall, t.cpu, t.rss_kb / 1024);
+            clear(&dir.join("out-gst"));
+            eprintln!(
+                "round {}: gstreamer                    wall {:.2} s  cpu {:.2} s  rss {} MB",
+                round + 1,
+                t.wall,
+                t.cpu,
+                t.rss_kb / 1024
+            );
             gst_runs.push(t);
         }
+        tolk_run(order[1], &mut tolk_runs);
     }
-    let med = |v: &[Timing], f: fn(&Timing) -> f64| {
-        let mut x: Vec<f64> = v.iter().map(f).collect();
-        x.sort_by(f64::total_cmp);
-        x[x.len() / 2]
-    };
-    println!("fan-out, 10 min 48 kHz stereo → 24 kHz mono → {OUTPUTS} WAV files, {runs} runs each (median)");
-    let (tw, tc) = (med(&tolk_runs, |t| t.wall), med(&tolk_runs, |t| t.cpu));
-    println!(
-        "  tolk       wall {tw:.2} s  user+sys {tc:.2} s  max RSS {} MB",
-        med(&tolk_runs, |t| t.rss_kb as f64) as u64 / 1024
-    );
+    let load_after = load();
+
+    println!("fan-out, 10 min 48 kHz stereo → 24 kHz mono → {OUTPUTS} WAV files, {runs} rounds (medians)");
+    println!("  load average before: {load_before}; after: {load_after}");
     if gst {
-        let (gw, gc) = (med(&gst_runs, |t| t.wall), med(&gst_runs, |t| t.cpu));
         println!(
-            "  gstreamer  wall {gw:.2} s  user+sys {gc:.2} s  max RSS {} MB",
-            med(&gst_runs, |t| t.rss_kb as f64) as u64 / 1024
+            "  gstreamer                    wall {:.2} s  user+sys {:.2} s  max RSS {} MB",
+            median(gst_runs.iter().map(|t| t.wall)),
+            median(gst_runs.iter().map(|t| t.cpu)),
+            median(gst_runs.iter().map(|t| t.rss_kb as f64)) as u64 / 1024
         );
-        println!("  ratio gstreamer/tolk: wall {:.2}, cpu {:.2} (≥ 1.0: tolk at least as fast)", gw / tw, gc / tc);
+    }
+    for (c, (label, _)) in CONFIGS.iter().enumerate() {
+        let r = &tolk_runs[c];
+        print!(
+            "  tolk {label:<23} wall {:.2} s  user+sys {:.2} s  max RSS {} MB",
+            median(r.iter().map(|t| t.wall)),
+            median(r.iter().map(|t| t.cpu)),
+            median(r.iter().map(|t| t.rss_kb as f64)) as u64 / 1024
+        );
+        if gst {
+            let cpu = median(r.iter().zip(&gst_runs).map(|(t, g)| t.cpu / g.cpu));
+            let wall = median(r.iter().zip(&gst_runs).map(|(t, g)| t.wall / g.wall));
+            print!("  | tolk/gstreamer (median of pairs): cpu {cpu:.2}×, wall {wall:.2}×");
+        }
+        println!();
+    }
+    if gst {
+        println!("  targets at the defaults: cpu ≤ 0.67× (≥ 1.5× cheaper), wall ≤ 1.00×");
+    }
+    drop(scratch);
+}
+
+fn median(v: impl Iterator<Item = f64>) -> f64 {
+    let mut x: Vec<f64> = v.collect();
+    x.sort_by(f64::total_cmp);
+    x[x.len() / 2]
+}
+
+/// The 1-, 5- and 15-minute load averages.
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Removes the outputs of a run (so no run is timed writing over the previous one's files).
+fn clear(dir: &Path) {
+    for i in 0..OUTPUTS {
+        let _ = std::fs::remove_file(dir.join(format!("b{i}.wav")));
     }
 }
 
@@ -163,9 +245,9 @@ fn write_input(path: &Path) -> std::io::Result<()> {
     w.flush()
 }
 
-fn config_text(input: &Path, out: &Path) -> String {
+fn config_text(input: &Path, out: &Path, extra: &str) -> String {
     let mut c = format!(
-        "# Written by core/benches/fanout.rs\n[run]\ndelivery = \"lossless\"\n\n[[source]]\nid = \"ten\"\nplugin = \"tolk.wav\"\nlanguage = \"en\"\n[source.config]\npath = \"{}\"\nrealtime = false\nblock_ms = 100\n\n[[route]]\nsource = \"ten\"\nto = [\"floor\"]\nsinks = [{}]\n",
+        "# Written by core/benches/fanout.rs\n[run]\ndelivery = \"lossless\"\n\n[[source]]\nid = \"ten\"\nplugin = \"tolk.wav\"\nlanguage = \"en\"\n[source.config]\npath = \"{}\"\nrealtime = false\n{extra}\n[[route]]\nsource = \"ten\"\nto = [\"floor\"]\nsinks = [{}]\n",
         input.display(),
         (0..OUTPUTS).map(|i| format!("\"b{i}\"")).collect::<Vec<_>>().join(", ")
     );

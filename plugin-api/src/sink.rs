@@ -84,8 +84,10 @@ pub trait OutputSink: Sized + Send + 'static {
         Ok(())
     }
 
-    /// Make everything received so far durable (flush files, update headers). Called
-    /// periodically and before `stop`.
+    /// Make everything received so far durable (flush files, update headers). Called before
+    /// `stop` and, while the sink has been given something since its last flush, at least
+    /// every second of wall time and every second of stream (audio offsets, caption times):
+    /// buffer between flushes rather than writing per block.
     ///
     /// `[sink thread]` may block ≤ 2 s.
     fn flush(&mut self) -> Result<(), PluginError> {

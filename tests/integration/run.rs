@@ -404,3 +404,62 @@ fn a_speaker_who_never_pauses_is_cut_into_bounded_segments() {
     let total: f64 = secs.iter().sum();
     assert!((12.0..=12.9).contains(&total), "segments cover {total} s of 12 s of speech: {secs:?}");
 }
+
+/// Samples the header of the WAV at `path` declares (what a player reads after a crash); 0
+/// while it has no valid header yet.
+fn wav_header_samples(path: &Path) -> u64 {
+    match hound::WavReader::open(path) {
+        Ok(r) => u64::from(r.len()),
+        Err(_) => 0,
+    }
+}
+
+/// The `end_ms` of the last complete translation row of a captions JSONL file (0 if none).
+fn last_caption_end_ms(path: &Path) -> u64 {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["role"] == "translation" && v["final"] == true)
+        .filter_map(|v| v["end_ms"].as_u64())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Issue 8: every sink is flushed at least every second of wall time and every second of
+/// stream, so a faster-than-real-time run killed with SIGKILL leaves captions that reach as
+/// far as its recording, give or take the bound (1 s), the recording's own `flush_ms` (0.5 s)
+/// and the one utterance in flight (a caption is written when its utterance has played).
+#[test]
+fn a_fast_run_killed_with_sigkill_leaves_captions_as_far_as_its_recording() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, _) = speech(150, 700, 500);
+    write_wav_i16(&dir.path().join("in.wav"), 24_000, 1, &input);
+    let config = translated_config(dir.path(), &["es"], None, false, "delivery = \"lossless\"");
+    let mut child = tolk()
+        .args(["run", "--no-status"])
+        .arg(&config)
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let wav = dir.path().join("out/es.wav");
+    let started = Instant::now();
+    // Mid-way: once the recording holds 40 s (of 180 s), kill it without warning.
+    while wav_header_samples(&wav) < 40 * 24_000 {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it was killed");
+        assert!(started.elapsed() < Duration::from_secs(120), "no 40 s of recording after 120 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let wav_ms = wav_header_samples(&wav) / 24;
+    let captions_ms = last_caption_end_ms(&dir.path().join("out/es.jsonl"));
+    // One utterance in flight: a 200 ms marker, 700 ms of speech, 500 ms of pause.
+    let bound = 1_000 + 500 + 1_400;
+    assert!(
+        wav_ms.abs_diff(captions_ms) <= bound,
+        "after SIGKILL the recording covers {wav_ms} ms and the captions {captions_ms} ms (bound {bound} ms)"
+    );
+}

@@ -215,6 +215,9 @@ fn with_model(url: &str, model: &str) -> String {
     format!("{url}{sep}model={}", query_escape(model))
 }
 
+/// Bytes read from the socket at most per call (see [`connect`]).
+const READ_BUFFER: usize = 16 * 1024;
+
 /// The socket type [`connect`] returns.
 pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -224,8 +227,11 @@ pub async fn connect(endpoint: &Endpoint) -> Result<Socket, RealtimeError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let request = endpoint.request()?;
     // Base64 PCM does not compress, and a long response can be large: no per-message cap
-    // beyond tungstenite's 64 MiB default.
-    let config = WebSocketConfig::default();
+    // beyond tungstenite's 64 MiB default. The read buffer is small: tungstenite zero-fills
+    // up to `read_buffer_size` before every read of the socket, including the many that find
+    // nothing, and at its 128 KiB default that memset was the biggest CPU cost of a live
+    // session. Server events are a few KiB; a larger one is read in several calls.
+    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
     match tokio_tungstenite::connect_async_with_config(request, Some(config), true).await {
         Ok((socket, _response)) => Ok(socket),
         Err(e) => Err(RealtimeError::new(RealtimeErrorKind::Connect, describe_connect_error(&endpoint.url, e))),

@@ -9,6 +9,15 @@
 //! Each plugin call runs with the sink marked busy ([`SinkStats::set_busy`]), so the control
 //! loop warns about a sink that hangs while it hangs.
 //!
+//! **Flushing is bounded in time and in data, for every sink, live and lossless.** A sink that
+//! wrote something is flushed once [`FLUSH_INTERVAL`] of wall time has passed since its last
+//! flush, or once its stream (audio offsets and caption times, on the run's clock) has moved
+//! [`FLUSH_STREAM_MS`] past the point of that flush, whichever comes first. The wall bound
+//! keeps a live run's files at most a second behind; the stream bound keeps a run processed
+//! faster than real time consistent across sinks, so after a `kill -9` its captions end about
+//! where its recording ends. Between flushes the plugins buffer (a write per block would cost
+//! a system call per block per sink).
+//!
 //! [`SinkStats::set_busy`]: super::metrics::SinkStats::set_busy
 
 use std::{
@@ -23,8 +32,55 @@ use tolk_plugin_api::{AudioBlock, AudioFormat, AudioRole, PluginError, PluginKin
 use super::{Control, MAX_RESTARTS, RATE, Shared, restart_delay, sink_lane::SinkItem, what};
 use crate::{audio::Converter, config::FailurePolicy, plugin_host::SinkInstance, shutdown::Level};
 
-/// How often a sink is asked to flush while audio flows.
-const FLUSH_EVERY: Duration = Duration::from_secs(2);
+/// Most wall time a sink keeps written data unflushed.
+pub(crate) const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Most stream time (ms on the run's clock) a sink keeps written data unflushed.
+pub(crate) const FLUSH_STREAM_MS: u64 = 1_000;
+
+/// When a sink is due for a flush: the bookkeeping of the two bounds.
+#[derive(Debug)]
+struct FlushClock {
+    /// Something was written since the last flush.
+    dirty: bool,
+    /// Wall time of the last flush (or of the first write after it).
+    since: Instant,
+    /// Furthest stream position written (ms).
+    stream_ms: u64,
+    /// Stream position at the last flush (ms).
+    flushed_ms: u64,
+}
+
+impl FlushClock {
+    fn new() -> FlushClock {
+        FlushClock { dirty: false, since: Instant::now(), stream_ms: 0, flushed_ms: 0 }
+    }
+
+    /// Something up to `stream_ms` was written.
+    fn wrote(&mut self, stream_ms: u64) {
+        if !self.dirty {
+            // The wall bound counts from the first unflushed write: an idle sink owes nothing.
+            self.dirty = true;
+            self.since = Instant::now();
+        }
+        self.stream_ms = self.stream_ms.max(stream_ms);
+    }
+
+    fn due(&self) -> bool {
+        self.dirty && (self.since.elapsed() >= FLUSH_INTERVAL || self.stream_ms >= self.flushed_ms + FLUSH_STREAM_MS)
+    }
+
+    /// How long the thread may wait for its lane before a flush is due.
+    fn wait(&self) -> Duration {
+        let idle = Duration::from_millis(100);
+        if self.dirty { FLUSH_INTERVAL.saturating_sub(self.since.elapsed()).min(idle) } else { idle }
+    }
+
+    fn flushed(&mut self) {
+        self.dirty = false;
+        self.flushed_ms = self.stream_ms;
+    }
+}
 
 /// Starts the thread for sink instance `idx`.
 pub(crate) fn spawn(shared: Arc<Shared>, idx: usize, instance: SinkInstance) -> JoinHandle<()> {
@@ -82,38 +138,29 @@ impl SinkThread {
             }
         }
         let lane = Arc::clone(&self.shared.sink_lanes[self.idx]);
-        let mut last_flush = Instant::now();
-        let mut dirty = false;
+        let mut clock = FlushClock::new();
         while !self.pending.is_empty() {
             if self.shared.shutdown.level() >= Level::Now {
                 // What is still queued is not delivered: counted as lost, per route.
                 lane.close();
                 break;
             }
-            let Some(item) = lane.pop(Duration::from_millis(100)) else {
-                if dirty && last_flush.elapsed() >= FLUSH_EVERY {
-                    dirty = false;
-                    last_flush = Instant::now();
-                    if let Err(e) = self.busy(|_| instance.flush()) {
-                        match self.recover(instance, e, None) {
-                            Some(i) => instance = i,
-                            None => return false,
+            if let Some(item) = lane.pop(clock.wait()) {
+                match self.busy(|t| t.handle(&mut instance, &item)) {
+                    Ok(Some(stream_ms)) => clock.wrote(stream_ms),
+                    Ok(None) => {}
+                    Err(e) => match self.recover(instance, e, Some(&item)) {
+                        // A restarted instance has nothing of ours buffered.
+                        Some(i) => {
+                            instance = i;
+                            clock.flushed();
                         }
-                    }
+                        None => return false,
+                    },
                 }
-                continue;
-            };
-            match self.busy(|t| t.handle(&mut instance, &item)) {
-                Ok(wrote) => dirty |= wrote,
-                Err(e) => match self.recover(instance, e, Some(&item)) {
-                    Some(i) => instance = i,
-                    None => return false,
-                },
             }
-            if dirty && last_flush.elapsed() >= FLUSH_EVERY * 5 {
-                // A busy sink is flushed too (every 10 s), so a crash loses little.
-                dirty = false;
-                last_flush = Instant::now();
+            if clock.due() {
+                clock.flushed();
                 if let Err(e) = self.busy(|_| instance.flush()) {
                     match self.recover(instance, e, None) {
                         Some(i) => instance = i,
@@ -224,13 +271,14 @@ impl SinkThread {
         None
     }
 
-    /// Delivers one item; returns whether audio or text was written.
-    fn handle(&mut self, instance: &mut SinkInstance, item: &SinkItem) -> Result<bool, PluginError> {
+    /// Delivers one item; returns the stream position (ms on the run's clock) up to which
+    /// audio or text was written, if anything was.
+    fn handle(&mut self, instance: &mut SinkInstance, item: &SinkItem) -> Result<Option<u64>, PluginError> {
         match *item {
             SinkItem::Audio { route, ref language, ref chunk, queued: _, floor } => {
-                let Some(format) = self.format else { return Ok(false) };
+                let Some(format) = self.format else { return Ok(None) };
                 if !self.pending.contains(&route) {
-                    return Ok(false);
+                    return Ok(None);
                 }
                 let st =
                     match self.streams.entry((route, floor)) {
@@ -267,17 +315,18 @@ impl SinkThread {
                 if st.converter.is_some() {
                     st.out_pos += frames as u64;
                 }
+                let end_ms = (chunk.offset + chunk.samples.len() as u64) * 1000 / u64::from(RATE);
                 if floor {
                     // The floor is not the route's output: no latency or frame counts.
-                    return Ok(true);
+                    return Ok(Some(end_ms));
                 }
                 self.shared.route_stats[route].record_system(chunk.born.elapsed());
                 self.shared.sink_stats[self.idx].frames.fetch_add(chunk.samples.len() as u64, Relaxed);
-                Ok(true)
+                Ok(Some(end_ms))
             }
             SinkItem::Text { route, ref item } => {
                 if !self.pending.contains(&route) {
-                    return Ok(false);
+                    return Ok(None);
                 }
                 let ev = TextEvent::new(
                     item.role,
@@ -290,7 +339,7 @@ impl SinkThread {
                 );
                 instance.on_text(ev)?;
                 self.shared.sink_stats[self.idx].texts.fetch_add(1, Relaxed);
-                Ok(true)
+                Ok(Some(item.end_ms))
             }
             SinkItem::End { route } => {
                 self.pending.retain(|&r| r != route);
@@ -310,7 +359,7 @@ impl SinkThread {
                         }
                     }
                 }
-                Ok(false)
+                Ok(None)
             }
         }
     }

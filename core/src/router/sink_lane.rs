@@ -112,6 +112,10 @@ struct State {
     text_only: bool,
     stalled: bool,
     stalls: u64,
+    /// Threads waiting in `pop` (for an item) and in `push` (for room). A wake-up is a system
+    /// call, so it is only made when someone waits.
+    waiting_readers: usize,
+    waiting_writers: usize,
 }
 
 /// A sink lane.
@@ -204,7 +208,9 @@ impl SinkLane {
                             st.stalls += 1;
                             break;
                         }
+                        st.waiting_writers += 1;
                         st = self.changed.wait_timeout(st, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+                        st.waiting_writers -= 1;
                     }
                     if st.closed {
                         st.drop_item(&item);
@@ -218,7 +224,9 @@ impl SinkLane {
         }
         st.queue.push_back(item);
         self.enforce(&mut st);
-        self.changed.notify_all();
+        if st.waiting_readers > 0 {
+            self.changed.notify_all();
+        }
     }
 
     /// Drops the oldest audio while over capacity (keeping the newest item), and the oldest
@@ -261,14 +269,20 @@ impl SinkLane {
                 if st.queue.is_empty() {
                     st.stalled = false;
                 }
-                self.changed.notify_all();
+                // A waiting (lossless) writer is woken once the lane is half empty, so it
+                // refills it in a burst rather than one item per wake-up.
+                if st.waiting_writers > 0 && st.audio_frames <= self.capacity_frames / 2 {
+                    self.changed.notify_all();
+                }
                 return Some(item);
             }
             let now = Instant::now();
             if now >= deadline {
                 return None;
             }
+            st.waiting_readers += 1;
             st = self.changed.wait_timeout(st, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+            st.waiting_readers -= 1;
         }
     }
 

@@ -66,6 +66,9 @@ pub(crate) fn spawn(
         .expect("spawn a source thread")
 }
 
+/// Most frames (24 kHz) of queued source blocks joined into one chunk: 200 ms.
+const MAX_CHUNK: usize = RATE as usize / 5;
+
 struct SourceThread {
     shared: Arc<Shared>,
     idx: usize,
@@ -196,18 +199,38 @@ impl SourceThread {
         refused: &mut Refused,
     ) -> Ended {
         let mut expected_in: u64 = 0;
+        // Blocks already queued behind the first are converted into the same chunk (up to
+        // MAX_CHUNK): they are waiting anyway, so this adds no latency, and a source running
+        // faster than real time then reaches every route and sink in a few large chunks
+        // instead of one per 20 ms block.
+        let mut out: Vec<i16> = Vec::new();
+        let mut born = Instant::now();
+        let mut next: Option<LaneEvent> = None;
         loop {
             if self.shared.shutdown.level() >= Level::Graceful {
+                self.emit(std::mem::take(&mut out), born);
                 return Ended::Normal;
             }
             refused.account(self, reader, format);
-            match reader.recv_timeout(Duration::from_millis(100)) {
+            let wait = if out.is_empty() { Duration::from_millis(100) } else { Duration::ZERO };
+            let event = match next.take() {
+                Some(e) => Some(e),
+                None => reader.recv_timeout(wait),
+            };
+            match event {
                 Some(LaneEvent::Audio(block)) => {
-                    let born = Instant::now();
                     if block.frame_offset > expected_in {
                         // Audio lost before the lane: keep the stream clock right.
+                        if !out.is_empty() {
+                            self.emit(std::mem::take(&mut out), born);
+                            next = Some(LaneEvent::Audio(block));
+                            continue;
+                        }
                         let gap = block.frame_offset - expected_in;
                         self.out_pos += gap * u64::from(RATE) / u64::from(format.sample_rate);
+                    }
+                    if out.is_empty() {
+                        born = Instant::now();
                     }
                     let ch = usize::from(format.channels.max(1));
                     let n_in = match &block.samples {
@@ -215,15 +238,22 @@ impl SourceThread {
                         source_lane::OwnedSamples::F32(v) => v.len(),
                     } / ch;
                     expected_in = block.frame_offset + n_in as u64;
-                    let out: Vec<i16> = match converter.process(block.samples.as_samples()) {
-                        Samples::I16(s) => s.to_vec(),
-                        Samples::F32(_) => vec![],
-                    };
-                    self.emit(out, born);
+                    if let Samples::I16(s) = converter.process(block.samples.as_samples()) {
+                        out.extend_from_slice(s);
+                    }
+                    if out.len() >= MAX_CHUNK {
+                        self.emit(std::mem::take(&mut out), born);
+                    }
                 }
-                Some(LaneEvent::End) => return Ended::Normal,
-                Some(LaneEvent::Failed(e)) => return Ended::Failed(e),
-                None => {}
+                Some(LaneEvent::End) => {
+                    self.emit(std::mem::take(&mut out), born);
+                    return Ended::Normal;
+                }
+                Some(LaneEvent::Failed(e)) => {
+                    self.emit(std::mem::take(&mut out), born);
+                    return Ended::Failed(e);
+                }
+                None => self.emit(std::mem::take(&mut out), born),
             }
         }
     }

@@ -89,6 +89,11 @@ struct State {
     failed: Option<PluginError>,
     closed: bool,
     delivered_end: bool,
+    /// Threads waiting for an event and for room. A wake-up is a system call, so it is only
+    /// made when someone waits — and a waiting writer only once the lane is half empty, so a
+    /// fast source refills it in a burst instead of one block per wake-up.
+    waiting_readers: usize,
+    waiting_writers: usize,
 }
 
 struct Shared {
@@ -158,7 +163,9 @@ impl FfiWriter for LaneWriter {
                 st.dropped_frames += f as u64;
             }
         }
-        sh.changed.notify_all();
+        if st.waiting_readers > 0 {
+            sh.changed.notify_all();
+        }
         frames as u64
     }
     fn free_frames(&self) -> u64 {
@@ -182,7 +189,9 @@ impl FfiWriter for LaneWriter {
             if now >= deadline {
                 return false;
             }
+            st.waiting_writers += 1;
             st = sh.changed.wait_timeout(st, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+            st.waiting_writers -= 1;
         }
     }
     fn is_closed(&self) -> bool {
@@ -227,7 +236,9 @@ impl LaneReader {
                     OwnedSamples::I16(v) => v.len(),
                     OwnedSamples::F32(v) => v.len(),
                 } / ch;
-                sh.changed.notify_all();
+                if st.waiting_writers > 0 && st.queued_frames <= sh.capacity_frames / 2 {
+                    sh.changed.notify_all();
+                }
                 return Some(LaneEvent::Audio(b));
             }
             if !st.delivered_end {
@@ -246,7 +257,9 @@ impl LaneReader {
             if now >= deadline {
                 return None;
             }
+            st.waiting_readers += 1;
             st = sh.changed.wait_timeout(st, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+            st.waiting_readers -= 1;
         }
     }
 

@@ -429,14 +429,15 @@ impl Output {
         writer.flush().map_err(|e| PluginError::io(format!("cannot write {}: {e}", self.path.display())))
     }
 
-    /// Flushes, syncs to disk and closes.
+    /// Flushes, syncs to disk and closes. Only a regular file is synced: a device or a pipe
+    /// (`/dev/null`, a FIFO read by another program) has nothing to sync and refuses to.
     fn close(&mut self) -> Result<(), PluginError> {
         self.flush()?;
         if let Some(writer) = self.writer.take() {
-            writer
-                .get_ref()
-                .sync_all()
-                .map_err(|e| PluginError::io(format!("cannot sync {}: {e}", self.path.display())))?;
+            let file = writer.get_ref();
+            if file.metadata().is_ok_and(|m| m.is_file()) {
+                file.sync_all().map_err(|e| PluginError::io(format!("cannot sync {}: {e}", self.path.display())))?;
+            }
         }
         Ok(())
     }
@@ -676,6 +677,15 @@ mod tests {
 
     fn layout() -> Layout {
         Layout { max_chars: 42, max_lines: 2, max_cue_ms: 6_000, min_cue_ms: 800 }
+    }
+
+    #[test]
+    fn writes_to_a_device_and_stops_cleanly() {
+        // `jsonl = "/dev/null"` (the plugin_boundary bench does it): nothing to sync, no error.
+        let mut h = SinkHarness::start(new_sink::<Captions>("jsonl = '/dev/null'").unwrap()).unwrap();
+        h.text(tr(true, 1, "Hola.", 0, 1_000)).unwrap();
+        h.flush().unwrap();
+        h.stop().unwrap();
     }
 
     #[test]
