@@ -38,6 +38,7 @@ pub mod run;
 pub mod serve;
 pub mod shutdown;
 pub mod util;
+pub mod vocab;
 
 use clap::Parser;
 

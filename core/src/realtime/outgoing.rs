@@ -6,18 +6,12 @@ use serde_json::{Value, json};
 use super::SessionSpec;
 use crate::{
     audio::pcm16,
-    config::{Protocol, TurnDetection},
+    config::{Protocol, TurnDetection, lang},
 };
 
 /// The session's audio format for GA (`audio/pcm` at 24 kHz is the only PCM rate).
 fn ga_pcm() -> Value {
     json!({"type": "audio/pcm", "rate": 24000})
-}
-
-/// The ISO-639-1 part of a BCP-47 tag (`pt-BR` → `pt`), when it is two letters.
-fn iso639_1(tag: &str) -> Option<String> {
-    let primary = tag.split(['-', '_']).next().unwrap_or_default();
-    (primary.len() == 2 && primary.chars().all(|c| c.is_ascii_alphabetic())).then(|| primary.to_ascii_lowercase())
 }
 
 fn turn_detection(td: &TurnDetection, protocol: Protocol) -> Value {
@@ -59,9 +53,9 @@ fn transcription(spec: &SessionSpec) -> Value {
         Some(model) => {
             let mut t = json!({"model": model});
             if spec.engine.protocol != Protocol::Translation
-                && let Some(lang) = iso639_1(&spec.source_language)
+                && let Some(hint) = lang::iso639_1(&spec.source_language)
             {
-                t["language"] = json!(lang);
+                t["language"] = json!(hint);
             }
             t
         }
@@ -291,12 +285,5 @@ mod tests {
         assert_eq!(t["type"], "session.input_audio_buffer.append");
         // The scratch buffers are reused, never accumulated.
         assert_eq!(pcm16::decode(t["audio"].as_str().unwrap()).unwrap(), vec![5]);
-    }
-
-    #[test]
-    fn language_hint_is_iso_639_1() {
-        assert_eq!(iso639_1("pt-BR").as_deref(), Some("pt"));
-        assert_eq!(iso639_1("EN").as_deref(), Some("en"));
-        assert_eq!(iso639_1("yue"), None);
     }
 }
