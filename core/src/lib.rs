@@ -55,6 +55,7 @@ pub mod serve;
 pub mod shutdown;
 pub mod tls;
 pub mod util;
+pub mod vocab;
 
 use clap::Parser;
 

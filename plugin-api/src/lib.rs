@@ -42,6 +42,7 @@
 //! - [`source`], [`prompt`], [`sink`]: the three author traits;
 //! - [`host`]: [`Host`] and [`AudioWriter`], implemented by tolk;
 //! - [`config`]: config parsing with key-naming errors;
+//! - [`lang`]: language tags, parsed exactly as the host parses them;
 //! - [`dsp`]: real-time-safe helpers for sinks (the floor [`dsp::Ducker`]);
 //! - [`device`]: the optional device-listing capability (`tolk.devices/1`);
 //! - `testing` (feature `testing`): the conformance kit;
@@ -59,6 +60,7 @@ mod export;
 #[doc(hidden)]
 pub mod ffi;
 pub mod host;
+pub mod lang;
 pub mod prompt;
 pub mod sink;
 pub mod source;

@@ -185,6 +185,26 @@ const CASES: &[(&str, &str, &str, &[&str])] = &[
         ],
     ),
     (
+        "issue 9: a GA-only voice with the legacy protocol",
+        "provider = \"local\"",
+        "provider = \"local\"\nprotocol = \"legacy\"",
+        &[
+            r#"x.toml: route[0].voice: voice "marin" is not part of the legacy protocol (expected one of: alloy, ash, ballad, coral, echo, sage, shimmer, verse)"#,
+        ],
+    ),
+    (
+        "issue 9: silence_duration_ms beyond what the server takes",
+        "provider = \"local\"",
+        "provider = \"local\"\nsilence_duration_ms = 10001",
+        &["x.toml: engine.silence_duration_ms: 10001 is out of range (0 to 10000)"],
+    ),
+    (
+        "issue 9: prefix_padding_ms beyond what the server takes",
+        "provider = \"local\"",
+        "provider = \"local\"\nprefix_padding_ms = 20000",
+        &["x.toml: engine.prefix_padding_ms: 20000 is out of range (0 to 10000)"],
+    ),
+    (
         "unknown failure policy",
         "voice = \"marin\"",
         "voice = \"marin\"\non_plugin_failure = \"restrat\"",

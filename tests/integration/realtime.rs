@@ -4,7 +4,8 @@
 //! session format with `tolk_core::audio`. The server's test engine answers each utterance with
 //! a per-language marker tone and the utterance itself, and a transcript naming the language and
 //! utterance number — so the tests can tell that outputs are the right answers to the right
-//! inputs.
+//! inputs. Every server event must be one the client knows (`SessionHandle::skipped_events`
+//! stays 0).
 
 use std::{path::Path, time::Duration};
 
@@ -64,8 +65,12 @@ fn spec(engine: &Engine) -> SessionSpec {
     s
 }
 
+/// The next output. Every server event before it must have been one the client knows: an
+/// event `tolk serve` sends and tolk's client skips (unknown or malformed) fails the test.
 async fn next(h: &mut SessionHandle) -> Output {
-    tokio::time::timeout(PATIENCE, h.next()).await.expect("an output in time").expect("session still open")
+    let o = tokio::time::timeout(PATIENCE, h.next()).await.expect("an output in time").expect("session still open");
+    assert_eq!(h.skipped_events(), 0, "the client skipped server events it does not know (see the debug/warn log)");
+    o
 }
 
 /// Outputs up to and including the first one matching `stop`.

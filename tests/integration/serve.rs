@@ -2,8 +2,12 @@
 //! code): session shapes (GA, beta, translation), errors, server VAD on a real recording, the
 //! response sequence, usage accounting, faults, Azure paths and auth, robustness, the CLI, and
 //! the official `openai` Python SDK against it (tests/python/run.sh).
+//!
+//! Every event the raw client receives must also decode as a known event of tolk's own client
+//! (`tolk_core::realtime::events`) for the connection's protocol: an event the client would skip
+//! as unknown or malformed fails the test (issue 9, one protocol vocabulary).
 
-use std::{process::Stdio, sync::Arc, time::Duration};
+use std::{collections::BTreeSet, process::Stdio, sync::Arc, time::Duration};
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use futures_util::{SinkExt, StreamExt};
@@ -13,10 +17,16 @@ use tokio_tungstenite::{
     MaybeTlsStream, WebSocketStream,
     tungstenite::{self, Message, client::IntoClientRequest},
 };
-use tolk_core::serve::{
-    ServeOptions, Server, ServerHandle,
-    engine::{fingerprint, goertzel, marker_hz, marker_samples},
-    faults::Faults,
+use tolk_core::{
+    realtime::{
+        Protocol,
+        events::{self, BetaServerEvent, Decoded, ServerEvent, TranslationServerEvent},
+    },
+    serve::{
+        ServeOptions, Server, ServerHandle,
+        engine::{fingerprint, goertzel, marker_hz, marker_samples},
+        faults::Faults,
+    },
 };
 use tolk_tests::{read_wav_i16, root};
 
@@ -33,6 +43,39 @@ async fn fast() -> ServerHandle {
 
 struct Client {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// The protocol the URL and headers select, for the strict client-side decode.
+    protocol: Protocol,
+    /// Every event type received.
+    seen: BTreeSet<String>,
+}
+
+/// The protocol `tolk serve` speaks on `url` with `headers` (as its router picks it).
+fn protocol_of(url: &str, headers: &[(&'static str, &str)]) -> Protocol {
+    if url.contains("/realtime/translations") {
+        Protocol::Translation
+    } else if url.contains("/openai/realtime?") || headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("openai-beta")) {
+        Protocol::Legacy
+    } else {
+        Protocol::Ga
+    }
+}
+
+/// Panics unless tolk's client decodes `text` as a known event of `protocol`.
+fn assert_known_client_event(protocol: Protocol, text: &str) {
+    fn check<E>(d: Decoded<E>, protocol: Protocol, text: &str) {
+        match d {
+            Decoded::Event(_) => {}
+            Decoded::Unknown(kind) => panic!("the {protocol:?} client does not know server event \"{kind}\": {text}"),
+            Decoded::Malformed { kind, error } => {
+                panic!("the {protocol:?} client cannot decode server event {kind:?}: {error}: {text}")
+            }
+        }
+    }
+    match protocol {
+        Protocol::Ga => check(events::decode::<ServerEvent>(text), protocol, text),
+        Protocol::Legacy => check(events::decode::<BetaServerEvent>(text), protocol, text),
+        Protocol::Translation => check(events::decode::<TranslationServerEvent>(text), protocol, text),
+    }
 }
 
 impl Client {
@@ -46,7 +89,7 @@ impl Client {
             req.headers_mut().insert(*k, v.parse().unwrap());
         }
         let (ws, _) = tokio_tungstenite::connect_async_with_config(req, None, true).await?;
-        Ok(Client { ws })
+        Ok(Client { ws, protocol: protocol_of(url, headers), seen: BTreeSet::new() })
     }
 
     async fn send(&mut self, v: Value) {
@@ -61,6 +104,8 @@ impl Client {
                 Some(Ok(Message::Text(t))) => {
                     let v: Value = serde_json::from_str(&t).expect("server sends JSON");
                     assert!(v["event_id"].as_str().is_some_and(|s| s.starts_with("event_")), "event_id: {v}");
+                    assert_known_client_event(self.protocol, &t);
+                    self.seen.extend(v["type"].as_str().map(str::to_string));
                     return v;
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
@@ -1079,7 +1124,7 @@ async fn browser_style_subprotocols_select_realtime_and_carry_the_api_key() {
     req.headers_mut().insert("sec-websocket-protocol", ok.parse().unwrap());
     let (ws, resp) = tokio_tungstenite::connect_async(req).await.expect("handshake with subprotocols");
     assert_eq!(resp.headers().get("sec-websocket-protocol").map(|v| v.to_str().unwrap()), Some("realtime"));
-    let mut c = Client { ws };
+    let mut c = Client { ws, protocol: Protocol::Ga, seen: BTreeSet::new() };
     assert_eq!(c.recv().await["session"]["type"], "realtime");
     // A wrong key in the subprotocol is refused like a wrong Bearer token.
     let bad = offer("nope");
@@ -1324,7 +1369,7 @@ fn memory_returns_after_2000_sessions_close() {
                 let cfg = tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096);
                 let (ws, _) =
                     tokio_tungstenite::connect_async_with_config(url.as_str(), Some(cfg), true).await.unwrap();
-                let mut c = Client { ws };
+                let mut c = Client { ws, protocol: Protocol::Ga, seen: BTreeSet::new() };
                 c.until("conversation.created").await;
                 c
             }));
@@ -1459,7 +1504,7 @@ fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf
 async fn wss_connect(url: &str, client: &Arc<rustls::ClientConfig>) -> Result<Client, tungstenite::Error> {
     let connector = tokio_tungstenite::Connector::Rustls(client.clone());
     let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(url, None, true, Some(connector)).await?;
-    Ok(Client { ws })
+    Ok(Client { ws, protocol: protocol_of(url, &[]), seen: BTreeSet::new() })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1602,5 +1647,135 @@ async fn session_update_naming_another_model_keeps_the_rest_of_the_update() {
     let u = c.recv().await;
     assert_eq!((u["session"]["model"].as_str(), u["session"]["voice"].as_str()), (Some("my-dep"), Some("echo")), "{u}");
     assert!(u["session"]["turn_detection"].is_null());
+    h.shutdown().await;
+}
+
+/// Issue 9: the events `tolk serve` emits and the events tolk's client knows are one
+/// vocabulary. One session per protocol walks through the event catalogue — VAD turn with input
+/// transcription, audio response, text response, item retrieve/truncate/delete, buffer clear,
+/// an error, the translation stream and close — and every event is decoded strictly by the
+/// client's codec for that protocol (in `Client::recv`). The sets below make sure the walk
+/// really reaches each event, the renamed beta ones included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_9_every_server_event_decodes_as_a_known_client_event() {
+    let h = fast().await;
+
+    // GA.
+    let mut c = Client::connect(&ga(&h)).await;
+    c.until("conversation.created").await;
+    c.send(json!({"type": "session.update", "session": {"type": "realtime", "instructions": "Target language: es",
+        "audio": {"input": {"transcription": {"model": "whisper-1"},
+            "turn_detection": {"type": "server_vad", "silence_duration_ms": 300, "interrupt_response": false}}}}}))
+        .await;
+    c.until("session.updated").await;
+    c.append(&speech(1500, 800), 100).await;
+    let turn = c.until("response.done").await;
+    let assistant = turn.last().unwrap()["response"]["output"][0]["id"].as_str().unwrap().to_string();
+    if !c.seen.contains("conversation.item.input_audio_transcription.completed") {
+        c.until("conversation.item.input_audio_transcription.completed").await;
+    }
+    c.send(json!({"type": "session.update", "session": {"type": "realtime", "output_modalities": ["text"],
+        "audio": {"input": {"turn_detection": null}}}}))
+        .await;
+    c.until("session.updated").await;
+    c.send(json!({"type": "conversation.item.create", "item": {"type": "message", "role": "user",
+        "content": [{"type": "input_text", "text": "Hello there."}]}}))
+        .await;
+    let user = c.until("conversation.item.done").await.last().unwrap()["item"]["id"].as_str().unwrap().to_string();
+    c.send(json!({"type": "response.create"})).await;
+    c.until("response.done").await;
+    c.send(json!({"type": "conversation.item.retrieve", "item_id": user})).await;
+    c.until("conversation.item.retrieved").await;
+    c.send(
+        json!({"type": "conversation.item.truncate", "item_id": assistant, "content_index": 0, "audio_end_ms": 100}),
+    )
+    .await;
+    c.until("conversation.item.truncated").await;
+    c.send(json!({"type": "conversation.item.delete", "item_id": user})).await;
+    c.until("conversation.item.deleted").await;
+    c.send(json!({"type": "input_audio_buffer.clear"})).await;
+    c.until("input_audio_buffer.cleared").await;
+    c.send(json!({"type": "no.such.event"})).await;
+    c.until("error").await;
+    let ga_want = [
+        "session.created",
+        "session.updated",
+        "conversation.created",
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+        "input_audio_buffer.cleared",
+        "conversation.item.added",
+        "conversation.item.done",
+        "conversation.item.retrieved",
+        "conversation.item.truncated",
+        "conversation.item.deleted",
+        "conversation.item.input_audio_transcription.delta",
+        "conversation.item.input_audio_transcription.completed",
+        "response.created",
+        "rate_limits.updated",
+        "response.output_item.added",
+        "response.output_item.done",
+        "response.content_part.added",
+        "response.content_part.done",
+        "response.output_audio.delta",
+        "response.output_audio.done",
+        "response.output_audio_transcript.delta",
+        "response.output_audio_transcript.done",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.done",
+        "error",
+    ];
+    let missing: Vec<&str> = ga_want.iter().copied().filter(|t| !c.seen.contains(*t)).collect();
+    assert!(missing.is_empty(), "GA walk did not reach {missing:?}; saw {:?}", c.seen);
+
+    // Legacy (beta): manual turns.
+    let url = format!("{}/v1/realtime?model=gpt-4o-realtime-preview", h.url());
+    let mut c = Client::try_connect(&url, &[("openai-beta", "realtime=v1")]).await.unwrap();
+    c.until("conversation.created").await;
+    c.send(json!({"type": "session.update", "session": {"turn_detection": null, "voice": "echo",
+        "input_audio_transcription": {"model": "whisper-1"}}}))
+        .await;
+    c.until("session.updated").await;
+    c.append(&speech(1000, 0), 100).await;
+    c.send(json!({"type": "input_audio_buffer.commit"})).await;
+    c.send(json!({"type": "response.create"})).await;
+    c.until("response.done").await;
+    c.send(json!({"type": "session.update", "session": {"modalities": ["text"]}})).await;
+    c.until("session.updated").await;
+    c.send(json!({"type": "response.create"})).await;
+    c.until("response.done").await;
+    if !c.seen.contains("conversation.item.input_audio_transcription.completed") {
+        c.until("conversation.item.input_audio_transcription.completed").await;
+    }
+    let beta_want = [
+        "conversation.item.created",
+        "response.audio.delta",
+        "response.audio.done",
+        "response.audio_transcript.delta",
+        "response.audio_transcript.done",
+        "response.text.delta",
+        "response.text.done",
+        "response.done",
+    ];
+    let missing: Vec<&str> = beta_want.iter().copied().filter(|t| !c.seen.contains(*t)).collect();
+    assert!(missing.is_empty(), "beta walk did not reach {missing:?}; saw {:?}", c.seen);
+
+    // Translation.
+    let mut c = Client::connect(&format!("{}/v1/realtime/translations?model=gpt-realtime-translate", h.url())).await;
+    c.until("session.created").await;
+    c.send(json!({"type": "session.update", "session": {"audio": {"output": {"language": "de"},
+        "input": {"transcription": {"model": "gpt-realtime-whisper"}}}}}))
+        .await;
+    c.until("session.updated").await;
+    for chunk in speech(2000, 0).chunks(4800) {
+        c.send(json!({"type": "session.input_audio_buffer.append", "audio": b64(chunk)})).await;
+    }
+    c.send(json!({"type": "session.close"})).await;
+    c.until("session.closed").await;
+    let all: BTreeSet<&str> = TranslationServerEvent::TYPES.iter().copied().filter(|t| *t != "error").collect();
+    let missing: Vec<&str> = all.into_iter().filter(|t| !c.seen.contains(*t)).collect();
+    assert!(missing.is_empty(), "translation walk did not reach {missing:?}; saw {:?}", c.seen);
     h.shutdown().await;
 }

@@ -6,7 +6,8 @@
 //!
 //! The schema is documented in `configs/README.md`.
 
-pub mod lang;
+/// Language tags: the shared parser of `tolk-plugin-api`, so plugins read tags as the host does.
+pub use tolk_plugin_api::lang;
 pub mod outputs;
 mod raw;
 pub mod run;
@@ -345,6 +346,3 @@ pub fn dir_of(path: &Path) -> PathBuf {
         _ => PathBuf::from("."),
     }
 }
-
-/// Voices the Realtime API offers.
-pub const VOICES: &[&str] = &["alloy", "ash", "ballad", "cedar", "coral", "echo", "marin", "sage", "shimmer", "verse"];

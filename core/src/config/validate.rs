@@ -3,6 +3,8 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    fmt::{Debug, Display},
+    ops::RangeInclusive,
     path::{Path, PathBuf},
 };
 
@@ -10,13 +12,13 @@ use serde::de::DeserializeOwned;
 use tolk_plugin_api::{ErrorKind, PluginError, PluginKind};
 
 use super::{
-    Config, ConfigError, Engine, FailurePolicy, PluginSpec, Provider, RouteSpec, SourceSpec, VOICES, dir_of, lang,
-    outputs,
+    Config, ConfigError, Engine, FailurePolicy, PluginSpec, Provider, RouteSpec, SourceSpec, dir_of, lang, outputs,
     raw::{PathList, RawEngine, RawPlugin, RawPlugins, RawRoute, RawSource},
 };
 use crate::{
     plugin_host::{HostServices, Registry},
     util::did_you_mean,
+    vocab,
 };
 
 const SECTIONS: &[&str] = &["engine", "plugins", "source", "prompt", "route", "sink", "run"];
@@ -267,6 +269,13 @@ fn engine(cx: &mut Ctx, value: Option<toml::Value>) -> Engine {
 }
 
 /// One of `known`, or an error at `key` with a suggestion.
+/// Reports `value` outside `range` (the protocol's range, from [`vocab`]) under `key`.
+fn in_range<T: PartialOrd + Display + Debug>(cx: &mut Ctx, key: &str, value: T, range: RangeInclusive<T>) {
+    if !range.contains(&value) {
+        cx.err(key, format!("{value} is out of range ({:?} to {:?})", range.start(), range.end()));
+    }
+}
+
 fn one_of(cx: &mut Ctx, key: &str, value: &str, known: &[&str]) -> bool {
     if known.contains(&value) {
         return true;
@@ -391,7 +400,7 @@ fn engine_session(cx: &mut Ctx, e: &mut Engine, r: RawEngine) {
                 cx.err("engine.turn_detection", "semantic_vad is not part of the legacy protocol");
             }
             let eagerness = r.eagerness.unwrap_or_else(|| "auto".into());
-            one_of(cx, "engine.eagerness", &eagerness, &["low", "medium", "high", "auto"]);
+            one_of(cx, "engine.eagerness", &eagerness, vocab::EAGERNESS);
             TurnDetection::SemanticVad { eagerness, create_response: create, interrupt_response: interrupt }
         }
         _ => {
@@ -399,13 +408,15 @@ fn engine_session(cx: &mut Ctx, e: &mut Engine, r: RawEngine) {
                 cx.err("engine.eagerness", "only for turn_detection = \"semantic_vad\"");
             }
             let threshold = r.vad_threshold.unwrap_or(0.5);
-            if !(0.0..=1.0).contains(&threshold) {
-                cx.err("engine.vad_threshold", format!("{threshold} is out of range (0.0 to 1.0)"));
-            }
-            if let Some(ms) = r.idle_timeout_ms
-                && !(5000..=30000).contains(&ms)
-            {
-                cx.err("engine.idle_timeout_ms", format!("{ms} is out of range (5000 to 30000)"));
+            in_range(cx, "engine.vad_threshold", threshold, vocab::VAD_THRESHOLD);
+            for (key, value, range) in [
+                ("engine.prefix_padding_ms", r.prefix_padding_ms, vocab::PREFIX_PADDING_MS),
+                ("engine.silence_duration_ms", r.silence_duration_ms, vocab::SILENCE_DURATION_MS),
+                ("engine.idle_timeout_ms", r.idle_timeout_ms, vocab::IDLE_TIMEOUT_MS),
+            ] {
+                if let Some(ms) = value {
+                    in_range(cx, key, ms, range);
+                }
             }
             if r.idle_timeout_ms.is_some() && e.protocol == Protocol::Legacy {
                 cx.err("engine.idle_timeout_ms", "not part of the legacy protocol");
@@ -421,23 +432,19 @@ fn engine_session(cx: &mut Ctx, e: &mut Engine, r: RawEngine) {
         }
     };
     if let Some(n) = r.noise_reduction
-        && one_of(cx, "engine.noise_reduction", &n, &["near_field", "far_field"])
+        && one_of(cx, "engine.noise_reduction", &n, vocab::NOISE_REDUCTION)
     {
         e.noise_reduction = Some(n);
     }
     if let Some(t) = r.max_output_tokens {
-        if !(1..=4096).contains(&t) {
-            cx.err("engine.max_output_tokens", format!("{t} is out of range (1 to 4096)"));
-        }
+        in_range(cx, "engine.max_output_tokens", t, vocab::MAX_OUTPUT_TOKENS);
         if e.protocol == Protocol::Translation {
             cx.err("engine.max_output_tokens", "the translation protocol has no responses to cap");
         }
         e.max_output_tokens = Some(t);
     }
     if let Some(s) = r.speed {
-        if !(0.25..=1.5).contains(&s) {
-            cx.err("engine.speed", format!("{s} is out of range (0.25 to 1.5)"));
-        }
+        in_range(cx, "engine.speed", s, vocab::SPEED);
         if e.protocol != Protocol::Ga {
             cx.err("engine.speed", format!("not part of the {} protocol", e.protocol.as_str()));
         }
@@ -613,13 +620,21 @@ fn route(
             Err(e) => cx.err(format!("{key}.to[{i}]"), e),
         }
     }
-    if let Some(v) = &r.voice
-        && !VOICES.contains(&v.as_str())
-    {
-        cx.err(
-            format!("{key}.voice"),
-            format!("unknown voice \"{v}\"{} (expected one of: {})", did_you_mean(v, VOICES), VOICES.join(", ")),
-        );
+    if let Some(v) = &r.voice {
+        let protocol = config.engine.protocol;
+        let voices = vocab::voices(protocol);
+        if voices.is_empty() {
+            cx.err(format!("{key}.voice"), format!("the {} protocol has no voices", protocol.as_str()));
+        } else if !voices.contains(&v.as_str()) {
+            let mut sorted = voices.to_vec();
+            sorted.sort_unstable();
+            let why = if vocab::GA_VOICES.contains(&v.as_str()) {
+                format!("voice \"{v}\" is not part of the {} protocol", protocol.as_str())
+            } else {
+                format!("unknown voice \"{v}\"{}", did_you_mean(v, voices))
+            };
+            cx.err(format!("{key}.voice"), format!("{why} (expected one of: {})", sorted.join(", ")));
+        }
     }
     if let Some(p) = &r.prompt
         && cx.rejected.contains(&("prompt", p.clone()))

@@ -40,7 +40,8 @@
 //!   queues its own `response.create` on `conversation_already_has_active_response`, and closes
 //!   itself after a fatal one.
 //! - Unknown server events are logged (`tracing`, debug) and skipped; malformed ones are logged
-//!   (warn) and skipped. Neither ends the session.
+//!   (warn) and skipped. Neither ends the session; both are counted
+//!   ([`SessionHandle::skipped_events`]), so tests against `tolk serve` fail on them.
 //! - [`Mode::Interpret`] (default): server VAD with `create_response: true,
 //!   interrupt_response: false`, so a translation is never cut off. [`Mode::Conversation`]: on
 //!   `speech_started` while an answer is being played, the session emits
@@ -361,6 +362,7 @@ pub struct SessionHandle {
     output: mpsc::Receiver<Output>,
     session_id: String,
     expires_at: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    skipped: std::sync::Arc<std::sync::atomic::AtomicU64>,
     protocol: Protocol,
 }
 
@@ -402,6 +404,13 @@ impl SessionHandle {
             0 => None,
             t => Some(t),
         }
+    }
+
+    /// How many server events this session skipped so far as unknown (a `type` the protocol's
+    /// catalogue does not know) or malformed (a known type with a bad shape). Against tolk's own
+    /// server this stays 0; tests assert it.
+    pub fn skipped_events(&self) -> u64 {
+        self.skipped.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The service's session id.

@@ -6,18 +6,12 @@ use serde_json::{Value, json};
 use super::SessionSpec;
 use crate::{
     audio::pcm16,
-    config::{Protocol, TurnDetection},
+    config::{Protocol, TurnDetection, lang},
 };
 
 /// The session's audio format for GA (`audio/pcm` at 24 kHz is the only PCM rate).
 fn ga_pcm() -> Value {
     json!({"type": "audio/pcm", "rate": 24000})
-}
-
-/// The ISO-639-1 part of a BCP-47 tag (`pt-BR` → `pt`), when it is two letters.
-fn iso639_1(tag: &str) -> Option<String> {
-    let primary = tag.split(['-', '_']).next().unwrap_or_default();
-    (primary.len() == 2 && primary.chars().all(|c| c.is_ascii_alphabetic())).then(|| primary.to_ascii_lowercase())
 }
 
 fn turn_detection(td: &TurnDetection, protocol: Protocol) -> Value {
@@ -59,9 +53,9 @@ fn transcription(spec: &SessionSpec) -> Value {
         Some(model) => {
             let mut t = json!({"model": model});
             if spec.engine.protocol != Protocol::Translation
-                && let Some(lang) = iso639_1(&spec.source_language)
+                && let Some(hint) = lang::iso639_1(&spec.source_language)
             {
-                t["language"] = json!(lang);
+                t["language"] = json!(hint);
             }
             t
         }
@@ -293,10 +287,114 @@ mod tests {
         assert_eq!(pcm16::decode(t["audio"].as_str().unwrap()).unwrap(), vec![5]);
     }
 
+    /// What `tolk serve` (the real service's validation) says to the setup `session.update` of
+    /// `spec`: `Ok` when it would answer `session.updated`.
+    fn server_verdict(spec: &SessionSpec) -> Result<(), String> {
+        use crate::serve::protocol::{Dialect, SessionConfig, TranslationConfig};
+        let session = session_object(spec);
+        let err = |e: crate::serve::protocol::ApiError| format!("{:?} {:?}: {}", e.code, e.param, e.message);
+        match spec.engine.protocol {
+            Protocol::Translation => TranslationConfig {
+                id: "s".into(),
+                model: spec.engine.model.clone(),
+                expires_at: 0,
+                language: "en".into(),
+                transcription: None,
+                noise_reduction: None,
+            }
+            .apply_update(&session)
+            .map_err(err),
+            p => {
+                let dialect = if p == Protocol::Ga { Dialect::Ga } else { Dialect::Beta };
+                SessionConfig::new(dialect, "s".into(), spec.engine.model.clone(), 0)
+                    .apply_update(dialect, &session, false)
+                    .map_err(err)
+            }
+        }
+    }
+
+    /// The setup `session.update` of every route × target language of a validated config.
+    fn specs(config: &crate::config::Config) -> Vec<(String, SessionSpec)> {
+        let mut out = Vec::new();
+        for r in &config.routes {
+            let source = config.source(&r.source).expect("validated").language.clone();
+            for target in r.to.iter().filter(|t| *t != crate::config::FLOOR) {
+                let instructions = crate::router::route::default_instructions(&source, target);
+                let mut s = SessionSpec::new(&config.engine, instructions, &source, target);
+                s.voice = r.voice.clone();
+                out.push((format!("{} → {target}", r.key), s));
+            }
+        }
+        out
+    }
+
+    /// Issue 9: every shipped config's setup `session.update` passes the server's validation.
     #[test]
-    fn language_hint_is_iso_639_1() {
-        assert_eq!(iso639_1("pt-BR").as_deref(), Some("pt"));
-        assert_eq!(iso639_1("EN").as_deref(), Some("en"));
-        assert_eq!(iso639_1("yue"), None);
+    fn every_shipped_config_session_update_passes_the_servers_validation() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            let (config, errors) = crate::config::parse(&path);
+            assert!(errors.is_empty(), "{}: {errors:?}", path.display());
+            for (what, spec) in specs(&config) {
+                if let Err(e) = server_verdict(&spec) {
+                    panic!("{} {what}: the server refuses the session.update: {e}", path.display());
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked >= 10, "only {checked} sessions checked");
+    }
+
+    proptest::proptest! {
+        /// Issue 9, the other way round: whatever `tolk check` accepts, the server accepts. The
+        /// engine knobs and the voice are drawn from beyond their valid ranges and sets, so
+        /// both verdicts are exercised.
+        #[test]
+        fn what_check_accepts_the_server_accepts(
+            protocol in proptest::sample::select(vec!["ga", "legacy", "translation"]),
+            voice in proptest::option::of(proptest::sample::select(vec!["alloy", "marin", "cedar", "verse", "fable"])),
+            turn in proptest::sample::select(vec!["server_vad", "semantic_vad", "none"]),
+            silence in proptest::option::of(0u32..20_000),
+            prefix in proptest::option::of(0u32..20_000),
+            idle in proptest::option::of(0u32..40_000),
+            threshold in proptest::option::of(-0.5f64..1.5),
+            eagerness in proptest::option::of(proptest::sample::select(vec!["low", "high", "auto", "eager"])),
+            speed in proptest::option::of(0.0f64..2.0),
+            tokens in proptest::option::of(0u32..5000),
+            transcription in proptest::bool::ANY,
+            source in proptest::sample::select(vec!["en", "en-US", "pt-BR", "yue", "zh-Hant"]),
+        ) {
+            let mut engine = format!("[engine]\nprovider = \"local\"\nprotocol = \"{protocol}\"\nturn_detection = \"{turn}\"\ntranscription = {transcription}\n");
+            for (k, v) in [
+                ("silence_duration_ms", silence.map(|x| x.to_string())),
+                ("prefix_padding_ms", prefix.map(|x| x.to_string())),
+                ("idle_timeout_ms", idle.map(|x| x.to_string())),
+                ("vad_threshold", threshold.map(|x| format!("{x:?}"))),
+                ("eagerness", eagerness.map(|x| format!("\"{x}\""))),
+                ("speed", speed.map(|x| format!("{x:?}"))),
+                ("max_output_tokens", tokens.map(|x| x.to_string())),
+            ] {
+                if let Some(v) = v {
+                    engine.push_str(&format!("{k} = {v}\n"));
+                }
+            }
+            let voice = voice.map(|v| format!("voice = \"{v}\"\n")).unwrap_or_default();
+            let text = format!("{engine}\n[[source]]\nid = \"s\"\nplugin = \"tolk.tone\"\nlanguage = \"{source}\"\n\n\
+                [[route]]\nsource = \"s\"\nto = [\"es\", \"de\"]\n{voice}sinks = [\"k\"]\n\n\
+                [[sink]]\nid = \"k\"\nplugin = \"tolk.wav\"\n");
+            let (config, errors) = crate::config::parse_str(&text, "x.toml", std::path::Path::new("."));
+            if errors.is_empty() {
+                for (what, spec) in specs(&config) {
+                    if let Err(e) = server_verdict(&spec) {
+                        panic!("tolk check accepts, the server refuses {what}: {e}\n{text}");
+                    }
+                }
+            }
+        }
     }
 }

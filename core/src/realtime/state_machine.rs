@@ -112,6 +112,8 @@ struct Session<S, R> {
     session_id: String,
     /// `session.expires_at` (0 = unknown), shared with the handle so it stays current.
     expires_at: Arc<AtomicU64>,
+    /// Server events skipped as unknown or malformed, shared with the handle.
+    skipped: Arc<AtomicU64>,
     active_response: Option<String>,
     pending_create: bool,
     create_ids: VecDeque<String>,
@@ -147,6 +149,7 @@ where
         next_id: 0,
         session_id: String::new(),
         expires_at: Arc::new(AtomicU64::new(0)),
+        skipped: Arc::new(AtomicU64::new(0)),
         active_response: None,
         pending_create: false,
         create_ids: VecDeque::new(),
@@ -178,6 +181,7 @@ where
         output: out_rx,
         session_id: s.session_id.clone(),
         expires_at: s.expires_at.clone(),
+        skipped: s.skipped.clone(),
         protocol: s.protocol,
     };
     tokio::spawn(s.run(in_rx));
@@ -248,10 +252,12 @@ where
         match decoded {
             Decoded::Event(e) => Some(e),
             Decoded::Unknown(kind) => {
+                self.skipped.fetch_add(1, Ordering::Relaxed);
                 debug!(target: "tolk::realtime", "skipping unknown server event \"{kind}\"");
                 None
             }
             Decoded::Malformed { kind, error } => {
+                self.skipped.fetch_add(1, Ordering::Relaxed);
                 warn!(target: "tolk::realtime", "skipping malformed server event {}: {error}", kind.as_deref().unwrap_or("(no type)"));
                 None
             }
@@ -983,6 +989,7 @@ mod tests {
         for want in expected {
             assert_eq!(next(&mut h).await, want);
         }
+        assert_eq!(h.skipped_events(), 2, "\"garbage\" and brand.new.event are counted");
     }
 
     #[tokio::test]

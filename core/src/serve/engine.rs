@@ -173,7 +173,7 @@ pub fn language_from_instructions(instructions: &str) -> String {
         let line = line.trim();
         if line.len() > 16 && line[..16].eq_ignore_ascii_case("target language:") {
             let tag = line[16..].trim().trim_end_matches('.');
-            if super::protocol::is_language_tag(tag) {
+            if tolk_plugin_api::lang::is_tag(tag) {
                 return tag.to_string();
             }
         }

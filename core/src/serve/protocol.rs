@@ -10,12 +10,19 @@
 //! than the URL's is not such an error: the model cannot change, so it is ignored and the rest
 //! of the update applies (clients send their configured model with every update).
 //!
-//! It deliberately shares no types with the client in `crate::realtime`: the two meet only on
-//! the wire, which makes client-vs-server tests a real cross-check.
+//! Which voices, ranges and value sets are valid comes from [`crate::vocab`], the vocabulary the
+//! config validator and the client use too. Beyond that it deliberately shares no types with the
+//! client in `crate::realtime`: the two meet only on the wire, which makes client-vs-server tests
+//! a real cross-check.
+
+use std::ops::RangeInclusive;
 
 use serde_json::{Map, Value, json};
 
-use crate::audio::g711;
+use crate::{
+    audio::g711,
+    vocab::{self, GA_VOICES, LEGACY_VOICES},
+};
 
 /// Which event vocabulary and session shape a connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,18 +36,7 @@ pub enum Dialect {
 impl Dialect {
     /// The event name of a response/item event in this dialect (`ga` is the GA name).
     pub fn name(self, ga: &'static str) -> &'static str {
-        if self == Dialect::Ga {
-            return ga;
-        }
-        match ga {
-            "response.output_text.delta" => "response.text.delta",
-            "response.output_text.done" => "response.text.done",
-            "response.output_audio.delta" => "response.audio.delta",
-            "response.output_audio.done" => "response.audio.done",
-            "response.output_audio_transcript.delta" => "response.audio_transcript.delta",
-            "response.output_audio_transcript.done" => "response.audio_transcript.done",
-            other => other,
-        }
+        if self == Dialect::Ga { ga } else { vocab::beta_name(ga) }
     }
 }
 
@@ -259,9 +255,6 @@ pub struct SessionConfig {
 pub const DEFAULT_INSTRUCTIONS: &str = "Your knowledge cutoff is 2023-10. You are a helpful, witty, and friendly AI. \
 Act like a human, but remember that you aren't a human and that you can't do human things in the real world.";
 
-const GA_VOICES: &[&str] = &["alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar"];
-const BETA_VOICES: &[&str] = &["alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse"];
-
 impl SessionConfig {
     /// The defaults the server reports in `session.created`.
     pub fn new(dialect: Dialect, id: String, model: String, expires_at: u64) -> SessionConfig {
@@ -478,7 +471,7 @@ impl SessionConfig {
                     self.voice = voice(v, "session.audio.output.voice", GA_VOICES, true)?;
                 }
                 if let Some(s) = output.get("speed") {
-                    self.speed = number_in(s, "session.audio.output.speed", 0.25, 1.5)?;
+                    self.speed = number_in(s, "session.audio.output.speed", vocab::SPEED)?;
                 }
             }
         }
@@ -492,7 +485,7 @@ impl SessionConfig {
                 Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("retention_ratio") => {
                     check_keys(o, "session.truncation", &["type", "retention_ratio", "token_limits"])?;
                     if let Some(r) = o.get("retention_ratio") {
-                        number_in(r, "session.truncation.retention_ratio", 0.0, 1.0)?;
+                        number_in(r, "session.truncation.retention_ratio", 0.0..=1.0)?;
                     }
                     self.truncation = v.clone();
                 }
@@ -549,7 +542,7 @@ impl SessionConfig {
             self.instructions = string(v, "session.instructions")?.to_string();
         }
         if let Some(v) = map.get("voice") {
-            self.voice = voice(v, "session.voice", BETA_VOICES, false)?;
+            self.voice = voice(v, "session.voice", LEGACY_VOICES, false)?;
         }
         if let Some(v) = map.get("input_audio_format") {
             self.input_format = beta_format(v, "session.input_audio_format")?;
@@ -567,13 +560,13 @@ impl SessionConfig {
             self.noise_reduction = noise_reduction(n, "session.input_audio_noise_reduction")?;
         }
         if let Some(v) = map.get("temperature") {
-            self.temperature = number_in(v, "session.temperature", 0.6, 1.2)?;
+            self.temperature = number_in(v, "session.temperature", vocab::TEMPERATURE)?;
         }
         if let Some(v) = map.get("max_response_output_tokens") {
             self.max_output_tokens = max_tokens(v, "session.max_response_output_tokens")?;
         }
         if let Some(s) = map.get("speed") {
-            self.speed = number_in(s, "session.speed", 0.25, 1.5)?;
+            self.speed = number_in(s, "session.speed", vocab::SPEED)?;
         }
         self.apply_common(map)
     }
@@ -686,9 +679,10 @@ fn str_list(v: &Value, path: &str, allowed: &[&str]) -> Result<Vec<String>, ApiE
     Ok(out)
 }
 
-fn number_in(v: &Value, path: &str, lo: f64, hi: f64) -> Result<f64, ApiError> {
+fn number_in(v: &Value, path: &str, range: RangeInclusive<f64>) -> Result<f64, ApiError> {
     let x = v.as_f64().ok_or_else(|| ApiError::invalid_type(path, "a number", v))?;
-    if !(lo..=hi).contains(&x) {
+    let (lo, hi) = (*range.start(), *range.end());
+    if !range.contains(&x) {
         return Err(ApiError::invalid_value(
             path,
             format!("Invalid '{path}': {x} is out of range; expected a value between {lo} and {hi}."),
@@ -697,8 +691,9 @@ fn number_in(v: &Value, path: &str, lo: f64, hi: f64) -> Result<f64, ApiError> {
     Ok(x)
 }
 
-fn uint_in(v: &Value, path: &str, lo: u64, hi: u64) -> Result<u32, ApiError> {
+fn uint_in(v: &Value, path: &str, range: RangeInclusive<u32>) -> Result<u32, ApiError> {
     let x = v.as_u64().ok_or_else(|| ApiError::invalid_type(path, "a non-negative integer", v))?;
+    let (lo, hi) = (u64::from(*range.start()), u64::from(*range.end()));
     if !(lo..=hi).contains(&x) {
         return Err(ApiError::invalid_value(
             path,
@@ -711,7 +706,7 @@ fn uint_in(v: &Value, path: &str, lo: u64, hi: u64) -> Result<u32, ApiError> {
 fn max_tokens(v: &Value, path: &str) -> Result<Value, ApiError> {
     match v {
         Value::String(s) if s == "inf" => Ok(v.clone()),
-        Value::Number(_) => Ok(json!(uint_in(v, path, 1, 4096)?)),
+        Value::Number(_) => Ok(json!(uint_in(v, path, vocab::MAX_OUTPUT_TOKENS)?)),
         _ => Err(ApiError::invalid_value(path, "Invalid value: expected an integer between 1 and 4096, or 'inf'.")),
     }
 }
@@ -794,8 +789,8 @@ fn noise_reduction(v: &Value, path: &str) -> Result<Option<String>, ApiError> {
     check_keys(o, path, &["type"])?;
     let t = o.get("type").ok_or_else(|| ApiError::missing(&format!("{path}.type")))?;
     match string(t, &format!("{path}.type"))? {
-        s @ ("near_field" | "far_field") => Ok(Some(s.to_string())),
-        _ => Err(bad_enum(&format!("{path}.type"), t, &["near_field", "far_field"])),
+        s if vocab::NOISE_REDUCTION.contains(&s) => Ok(Some(s.to_string())),
+        _ => Err(bad_enum(&format!("{path}.type"), t, vocab::NOISE_REDUCTION)),
     }
 }
 
@@ -808,8 +803,8 @@ fn turn_detection(v: &Value, path: &str, dialect: Dialect) -> Result<Option<Turn
         None if dialect == Dialect::Beta => "server_vad",
         None => return Err(ApiError::missing(&format!("{path}.type"))),
         Some(t) => match string(t, &format!("{path}.type"))? {
-            k @ ("server_vad" | "semantic_vad") => k,
-            _ => return Err(bad_enum(&format!("{path}.type"), t, &["server_vad", "semantic_vad"])),
+            k if vocab::TURN_DETECTION_TYPES.contains(&k) => k,
+            _ => return Err(bad_enum(&format!("{path}.type"), t, vocab::TURN_DETECTION_TYPES)),
         },
     };
     let mut td = TurnDetection::server_vad(dialect);
@@ -831,22 +826,25 @@ fn turn_detection(v: &Value, path: &str, dialect: Dialect) -> Result<Option<Turn
         check_keys(o, path, &keys)?;
     }
     if let Some(x) = o.get("threshold") {
-        td.threshold = number_in(x, &format!("{path}.threshold"), 0.0, 1.0)?;
+        td.threshold = number_in(x, &format!("{path}.threshold"), vocab::VAD_THRESHOLD)?;
     }
     if let Some(x) = o.get("prefix_padding_ms") {
-        td.prefix_padding_ms = uint_in(x, &format!("{path}.prefix_padding_ms"), 0, 10_000)?;
+        td.prefix_padding_ms = uint_in(x, &format!("{path}.prefix_padding_ms"), vocab::PREFIX_PADDING_MS)?;
     }
     if let Some(x) = o.get("silence_duration_ms") {
-        td.silence_duration_ms = uint_in(x, &format!("{path}.silence_duration_ms"), 0, 10_000)?;
+        td.silence_duration_ms = uint_in(x, &format!("{path}.silence_duration_ms"), vocab::SILENCE_DURATION_MS)?;
     }
     if let Some(x) = o.get("idle_timeout_ms") {
-        td.idle_timeout_ms =
-            if x.is_null() { None } else { Some(uint_in(x, &format!("{path}.idle_timeout_ms"), 5000, 30000)?) };
+        td.idle_timeout_ms = if x.is_null() {
+            None
+        } else {
+            Some(uint_in(x, &format!("{path}.idle_timeout_ms"), vocab::IDLE_TIMEOUT_MS)?)
+        };
     }
     if let Some(x) = o.get("eagerness") {
         let e = string(x, &format!("{path}.eagerness"))?;
-        if !["low", "medium", "high", "auto"].contains(&e) {
-            return Err(bad_enum(&format!("{path}.eagerness"), x, &["low", "medium", "high", "auto"]));
+        if !vocab::EAGERNESS.contains(&e) {
+            return Err(bad_enum(&format!("{path}.eagerness"), x, vocab::EAGERNESS));
         }
         td.eagerness = e.to_string();
     }
@@ -920,7 +918,7 @@ impl TranslationConfig {
                 check_keys(output, "session.audio.output", &["language"])?;
                 if let Some(l) = output.get("language") {
                     let l = string(l, "session.audio.output.language")?;
-                    if !is_language_tag(l) {
+                    if !tolk_plugin_api::lang::is_tag(l) {
                         return Err(ApiError::invalid_value(
                             "session.audio.output.language",
                             format!("Invalid value: '{l}'. Expected a language code such as 'es' or 'pt-BR'."),
@@ -933,15 +931,6 @@ impl TranslationConfig {
         *self = next;
         Ok(())
     }
-}
-
-/// A loose BCP-47 check: 2–3 letters, then `-` subtags of 2–8 alphanumerics.
-pub fn is_language_tag(s: &str) -> bool {
-    let mut parts = s.split('-');
-    let first = parts.next().unwrap_or("");
-    (2..=3).contains(&first.len())
-        && first.chars().all(|c| c.is_ascii_alphabetic())
-        && parts.all(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()))
 }
 
 /// Decodes input audio bytes of `format` to 24 kHz PCM16 (G.711 is expanded and upsampled

@@ -241,37 +241,11 @@ fn toml_key(key: &str) -> String {
     }
 }
 
-/// A BCP-47 tag in canonical case (`pt-br` → `pt-BR`, `zh-hant` → `zh-Hant`), or `None` when
-/// it is not one: a 2–3 letter language, then optionally a 4-letter script, a 2-letter or
-/// 3-digit region, and 5–8 character variants, in that order.
+/// A BCP-47 tag in canonical case (`pt-br` → `pt-BR`), or `None` when it is not one — the
+/// host's own parser ([`tolk_plugin_api::lang`]), so a glossary key matches exactly the tags the
+/// host routes with.
 fn canonical_tag(tag: &str) -> Option<String> {
-    let mut parts = tag.split('-');
-    let primary = parts.next()?;
-    if !(2..=3).contains(&primary.len()) || !primary.chars().all(|c| c.is_ascii_alphabetic()) {
-        return None;
-    }
-    let mut out = primary.to_ascii_lowercase();
-    let mut stage = 0; // 0: script or region next, 1: region next, 2: variants only
-    for part in parts {
-        let alpha = part.chars().all(|c| c.is_ascii_alphabetic());
-        out.push('-');
-        if stage == 0 && part.len() == 4 && alpha {
-            out.push_str(&part[..1].to_ascii_uppercase());
-            out.push_str(&part[1..].to_ascii_lowercase());
-            stage = 1;
-        } else if stage <= 1
-            && ((part.len() == 2 && alpha) || (part.len() == 3 && part.chars().all(|c| c.is_ascii_digit())))
-        {
-            out.push_str(&part.to_ascii_uppercase());
-            stage = 2;
-        } else if (5..=8).contains(&part.len()) && part.chars().all(|c| c.is_ascii_alphanumeric()) {
-            out.push_str(&part.to_ascii_lowercase());
-            stage = 2;
-        } else {
-            return None;
-        }
-    }
-    Some(out)
+    tolk_plugin_api::lang::canonical(tag).ok()
 }
 
 /// The English name of a language tag, for the model to read: `es` → "Spanish", `pt-BR` →
