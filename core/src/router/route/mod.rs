@@ -13,7 +13,10 @@
 //!   the route reconnects with exponential back-off and jitter and replays what was not yet
 //!   used, so each sample reaches a working session once. The buffer is bounded
 //!   (`replay_buffer_ms`): audio beyond it is a counted, logged gap. A response already playing
-//!   when the socket dropped is not asked for again (that would play it twice).
+//!   when the socket dropped is not asked for again (that would play it twice). Failures a
+//!   retry cannot change — a refused key (HTTP 401/403, any other 4xx but 408/429) or a
+//!   session setup the service rejects (`invalid_value`, `invalid_api_key`, …) — stop the
+//!   route at once with the service's message ([`crate::realtime::RealtimeError::is_retryable`]).
 //! - **Rotation before expiry.** `rotate_margin_s` before `expires_at` the next session is
 //!   opened (instructions fetched again); the switch happens when the speaker is between
 //!   utterances: audio after the old session's last commit goes to the new one, the old one
