@@ -494,3 +494,62 @@ fn a_setup_the_service_rejects_is_fatal_at_once_with_its_message() {
         r.stderr
     );
 }
+
+/// The utterance numbers and lengths (s) the test engine names in a caption file, in order.
+fn captioned_utterances(path: &Path) -> Vec<(u64, f64)> {
+    let captions = std::fs::read_to_string(path).unwrap();
+    captions
+        .lines()
+        .map(|l| {
+            let text = l.split("utterance ").nth(1).unwrap_or_else(|| panic!("{l}"));
+            let (n, rest) = text.split_once(": ").unwrap();
+            (n.parse().unwrap(), rest.split(" s").next().unwrap().parse().unwrap())
+        })
+        .collect()
+}
+
+// Issue 8: a response asked for after a client cut answers the cut segment, whatever else the
+// server has committed by the time it runs. Offline input runs ahead of the server, so a cut
+// is often made while the server is still committing the utterance before it; its
+// `response.create` then waits behind that answer and the next utterance's.
+#[test]
+fn every_cut_segment_is_answered_once_whatever_is_latest_on_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut input = vec![0i16; 300 * 24];
+    let mut speech_s = 0.0;
+    for i in 0..6u32 {
+        for (ms, seed) in [(700, 100 + i), (5200, 200 + i)] {
+            input.extend(signal(ms * 24, seed, 6_000));
+            input.extend(std::iter::repeat_n(0, 900 * 24));
+            speech_s += ms as f64 / 1000.0;
+        }
+    }
+    write_wav_i16(&dir.path().join("in.wav"), 24_000, 1, &input);
+    let (_rt, server, url) = server(Faults::default(), None);
+    let config = translated_config(
+        dir.path(),
+        &["es", "fr"],
+        Some(&url),
+        false,
+        "delivery = \"lossless\"\nmax_segment_ms = 3000",
+    );
+    let r = run_tolk(&config, &["--json-status", "status.json"], Duration::from_secs(120));
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let st = status(dir.path());
+    for (lang, route) in ["es", "fr"].iter().zip(st["routes"].as_array().unwrap()) {
+        assert!(route["segments_cut"].as_u64().unwrap() >= 6, "{route}");
+        let found = captioned_utterances(&dir.path().join(format!("out/{lang}.jsonl")));
+        let numbers: Vec<u64> = found.iter().map(|(n, _)| *n).collect();
+        // Each utterance the server committed is answered once, in order: none answered twice,
+        // none skipped (the server numbers its user items 1, 2, 3, …).
+        assert_eq!(numbers, (1..=numbers.len() as u64).collect::<Vec<_>>(), "{lang}: {found:?}");
+        let total: f64 = found.iter().map(|(_, s)| s).sum();
+        // Every second of speech answered once: each item holds its speech plus at most the
+        // server's padding (300 ms before, 500 ms of silence after).
+        assert!(
+            total >= speech_s && total <= speech_s + 0.85 * found.len() as f64,
+            "{lang}: {total} s for {speech_s} s of speech: {found:?}"
+        );
+    }
+    drop(server);
+}

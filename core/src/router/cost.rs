@@ -22,8 +22,12 @@ pub struct Tokens {
 
 impl Tokens {
     /// All input tokens (what a turn re-bills when context grows).
+    /// Saturating: the counts come from the service and may be anything.
     pub fn input(&self) -> u64 {
-        self.audio_in + self.cached_audio_in + self.cached_text_in + self.text_in
+        self.audio_in
+            .saturating_add(self.cached_audio_in)
+            .saturating_add(self.cached_text_in)
+            .saturating_add(self.text_in)
     }
 
     /// The cost in USD at `prices`.

@@ -23,8 +23,11 @@
 //!   finishes its responses and is closed. No gap, no double audio.
 //! - **Flat context.** After each response, turns older than `keep_turns` are deleted.
 //! - **Bounded segments.** A speaker who never pauses is cut after `max_segment_ms` at the
-//!   quietest 20 ms within its last second (a client commit plus a response request); the
-//!   audio of that second is held back until the cut is chosen.
+//!   quietest 20 ms within its last second (a client commit); the audio of that second is
+//!   held back until the cut is chosen. The cut's response is asked for by reference to the
+//!   committed item (`Input::RespondTo`, `response.input = [item_reference]`), so it answers
+//!   the cut segment even if it waits behind other responses; the input after the cut is held
+//!   until that response has started, so answers stay in input order.
 //! - **Cost and budget.** Usage of each response is priced and added to the route's counters;
 //!   past the budget no audio is sent, so no new responses start.
 //!
