@@ -421,6 +421,22 @@ impl SessionHandle {
     }
 }
 
+/// A handle with no session behind it, and the receiving end of its input (route tests drive
+/// the route with outputs of their own).
+#[cfg(test)]
+pub(crate) fn detached_handle() -> (SessionHandle, mpsc::Receiver<Input>, mpsc::Sender<Output>) {
+    let (in_tx, in_rx) = mpsc::channel(1 << 16);
+    let (out_tx, out_rx) = mpsc::channel(16);
+    let handle = SessionHandle {
+        input: in_tx,
+        output: out_rx,
+        session_id: "sess_test".into(),
+        expires_at: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        protocol: Protocol::Ga,
+    };
+    (handle, in_rx, out_tx)
+}
+
 /// Connects to the spec's endpoint (key and Azure endpoint from the process environment) and
 /// sets the session up; see the module docs.
 pub async fn open(spec: SessionSpec) -> Result<SessionHandle, RealtimeError> {

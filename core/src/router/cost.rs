@@ -54,7 +54,7 @@ impl From<&Usage> for Tokens {
     /// are what gets cached).
     fn from(u: &Usage) -> Tokens {
         let (mut cached_audio, mut cached_text) = (u.input_cached_audio, u.input_cached_text);
-        if cached_audio + cached_text == 0 && u.input_cached > 0 {
+        if cached_audio == 0 && cached_text == 0 && u.input_cached > 0 {
             cached_text = u.input_cached.min(u.input_text);
             cached_audio = u.input_cached - cached_text;
         }

@@ -64,6 +64,9 @@ mod output;
 mod replay;
 mod slots;
 
+#[cfg(test)]
+mod fuzz;
+
 use self::{context::Turn, lifecycle::SpecMaker, replay::Live, slots::Slot};
 pub use lifecycle::default_instructions;
 
