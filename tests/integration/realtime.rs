@@ -565,3 +565,52 @@ fn issue_3_engine_configs_and_errors() {
         assert_eq!(got, vec![format!("x.toml: {want}")], "{keys}");
     }
 }
+
+/// The utterance number the test engine names in a transcript ("[es] utterance 3: …").
+fn utterance_of(transcript: &str) -> u64 {
+    let rest = transcript.split("utterance ").nth(1).unwrap_or_else(|| panic!("{transcript}"));
+    rest.split(':').next().unwrap().parse().unwrap()
+}
+
+// Issue 8: a response asked for after a client commit (the router's segment cut) answers that
+// item, even when it has to wait behind a running response while the server commits the next
+// utterance. Without naming its input, the waiting `response.create` answers whatever user item
+// is latest when it finally runs: the next utterance a second time, the cut one never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_for_a_cut_answers_the_cut_item_even_after_waiting() {
+    // Responses start 1.5 s late, so the first answer is still running when the cut is made.
+    let faults = tolk_core::serve::faults::Faults { delay: Duration::from_millis(1500), ..Default::default() };
+    let server = serve(ServeOptions { faults, ..ServeOptions::default() }).await;
+    let e = engine(&format!("[engine]\nprovider = \"local\"\nurl = \"{}/v1/realtime\"\n", server.url()));
+    let mut h = realtime::open(spec(&e)).await.unwrap();
+    let speech = keynote();
+    // Utterance 1 ends in silence: the server commits it and starts answering (late).
+    send_audio(&h, &speech[..ms(1000)], 100).await;
+    send_audio(&h, &vec![0; ms(900)], 100).await;
+    let mut outputs = until(&mut h, |o| matches!(o, Output::Committed { .. })).await;
+    // Utterance 2: the speaker goes on; the client cuts it (commit) and asks for its answer.
+    send_audio(&h, &speech[ms(1000)..ms(2500)], 100).await;
+    h.input().send(Input::Commit).await.unwrap();
+    let seen = until(&mut h, |o| matches!(o, Output::Committed { .. })).await;
+    let Some(Output::Committed { item_id: cut }) = seen.last().cloned() else { unreachable!() };
+    outputs.extend(seen);
+    h.input().send(Input::RespondTo(cut)).await.unwrap();
+    // Utterance 3: the rest of the speech, then silence: the server commits it too.
+    send_audio(&h, &speech[ms(2500)..ms(3500)], 100).await;
+    send_audio(&h, &vec![0; ms(900)], 100).await;
+    let mut done = 0;
+    while done < 3 {
+        let o = next(&mut h).await;
+        if matches!(o, Output::ResponseDone { .. }) {
+            done += 1;
+        }
+        outputs.push(o);
+    }
+    let committed = outputs.iter().filter(|o| matches!(o, Output::Committed { .. })).count();
+    assert_eq!(committed, 3, "{outputs:?}");
+    let mut answered: Vec<u64> = responses(&outputs).iter().map(|r| utterance_of(&r.transcript)).collect();
+    answered.sort();
+    assert_eq!(answered, [1, 2, 3], "each utterance answered once: {outputs:?}");
+    h.input().send(Input::Close).await.unwrap();
+    server.shutdown().await;
+}

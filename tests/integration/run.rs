@@ -463,3 +463,158 @@ fn a_fast_run_killed_with_sigkill_leaves_captions_as_far_as_its_recording() {
         "after SIGKILL the recording covers {wav_ms} ms and the captions {captions_ms} ms (bound {bound} ms)"
     );
 }
+
+/// tolk's server in this process with `options`; returns its GA URL.
+fn server_with(options: ServeOptions) -> (tokio::runtime::Runtime, ServerHandle, String) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let handle = rt.block_on(async { Server::bind(options).await.unwrap().spawn() });
+    let url = format!("{}/v1/realtime", handle.url());
+    (rt, handle, url)
+}
+
+/// Runs `tolk run -vv` on `config` with the key variable `TOLK_TEST_KEY` set to `key`.
+fn run_with_key(config: &Path, key: &str, extra: &[&str]) -> tolk_tests::Run {
+    let mut cmd = tolk();
+    cmd.args(["run", "--no-status", "-vv"]).arg(config).args(extra).env("TOLK_TEST_KEY", key);
+    tolk_tests::run_in(cmd, config.parent().unwrap(), Duration::from_secs(60), |_| {})
+}
+
+/// Every file under `dir` (recursively) that contains `needle`.
+fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut hits = vec![];
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            hits.extend(files_containing(&p, needle));
+        } else if std::fs::read(&p).unwrap().windows(needle.len()).any(|w| w == needle.as_bytes()) {
+            hits.push(p);
+        }
+    }
+    hits
+}
+
+// Issue 8: a refused key stops at once with the service's message, not 8 attempts over 31 s.
+#[test]
+fn a_refused_key_stops_the_route_at_once_with_the_services_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, _) = speech(2, 500, 600);
+    write_wav_i16(&dir.path().join("in.wav"), 24_000, 1, &input);
+    let (_rt, server, url) =
+        server_with(ServeOptions { token: Some("right-key-0123456789".into()), ..ServeOptions::default() });
+    let config = translated_config(dir.path(), &["es", "fr"], Some(&url), true, "");
+    let text =
+        std::fs::read_to_string(&config).unwrap().replace("[engine]\n", "[engine]\napi_key_env = \"TOLK_TEST_KEY\"\n");
+    let config = write(dir.path(), "run.toml", &text);
+    let key = "sk-wrong-key-abcdef0123456789";
+    let r = run_with_key(&config, key, &[]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    // One handshake per route: nothing was retried.
+    assert_eq!(server.stats().refused.load(std::sync::atomic::Ordering::Relaxed), 2, "{}", r.stderr);
+    assert!(r.stderr.contains("HTTP 401 Unauthorized: Incorrect API key provided"), "{}", r.stderr);
+    // Issue 8: the key appears nowhere, even at -vv (the WebSocket library traces its request).
+    assert_eq!(files_containing(dir.path(), key), Vec::<PathBuf>::new(), "{}", r.stderr);
+    assert!(r.stderr.contains("<redacted>"), "the request trace is expected at -vv:\n{}", r.stderr);
+}
+
+// Issue 8: the key never appears in any output or written file at the highest verbosity, on a
+// run that works (every request of every session carries it).
+#[test]
+fn the_api_key_appears_nowhere_at_the_highest_verbosity() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, utts) = speech(3, 500, 600);
+    write_wav_i16(&dir.path().join("in.wav"), 24_000, 1, &input);
+    let key = "sk-right-key-abcdef0123456789";
+    let (_rt, _server, url) = server_with(ServeOptions { token: Some(key.into()), ..ServeOptions::default() });
+    let config = translated_config(dir.path(), &["es"], Some(&url), false, "delivery = \"lossless\"");
+    let text =
+        std::fs::read_to_string(&config).unwrap().replace("[engine]\n", "[engine]\napi_key_env = \"TOLK_TEST_KEY\"\n");
+    let config = write(dir.path(), "run.toml", &text);
+    let r = run_with_key(&config, key, &["--json-status", "status.json", "--prometheus", "metrics.prom"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(utterances_in(&dir.path().join("out/es.wav"), "es", &[], &utts), vec![0, 1, 2]);
+    assert!(r.stderr.lines().count() > 100, "-vv is expected to trace: {} lines", r.stderr.lines().count());
+    assert_eq!(files_containing(dir.path(), key), Vec::<PathBuf>::new());
+}
+
+// Issue 9: the service rejecting the session setup (`invalid_value`) is fatal at once with its
+// message, not retried like a network fault. (The legacy dialect has no voice "marin".)
+#[test]
+fn a_setup_the_service_rejects_is_fatal_at_once_with_its_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, _) = speech(2, 500, 600);
+    write_wav_i16(&dir.path().join("in.wav"), 24_000, 1, &input);
+    let (_rt, server, url) = server_with(ServeOptions::default());
+    let config = translated_config(dir.path(), &["es"], Some(&url), true, "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[engine]\n", "[engine]\nprotocol = \"legacy\"\n")
+        .replace("to = [\"es\"]\n", "to = [\"es\"]\nvoice = \"marin\"\n");
+    let config = write(dir.path(), "run.toml", &text);
+    let r = run_tolk(&config, &[], Duration::from_secs(60));
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(server.stats().total.load(std::sync::atomic::Ordering::Relaxed), 1, "retried:\n{}", r.stderr);
+    assert!(
+        r.stderr.contains("invalid_request_error/invalid_value (param session.voice): Invalid value: 'marin'"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// The utterance numbers and lengths (s) the test engine names in a caption file, in order.
+fn captioned_utterances(path: &Path) -> Vec<(u64, f64)> {
+    let captions = std::fs::read_to_string(path).unwrap();
+    captions
+        .lines()
+        .map(|l| {
+            let text = l.split("utterance ").nth(1).unwrap_or_else(|| panic!("{l}"));
+            let (n, rest) = text.split_once(": ").unwrap();
+            (n.parse().unwrap(), rest.split(" s").next().unwrap().parse().unwrap())
+        })
+        .collect()
+}
+
+// Issue 8: a response asked for after a client cut answers the cut segment, whatever else the
+// server has committed by the time it runs. Offline input runs ahead of the server, so a cut
+// is often made while the server is still committing the utterance before it; its
+// `response.create` then waits behind that answer and the next utterance's.
+#[test]
+fn every_cut_segment_is_answered_once_whatever_is_latest_on_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut input = vec![0i16; 300 * 24];
+    let mut speech_s = 0.0;
+    for i in 0..6u32 {
+        for (ms, seed) in [(700, 100 + i), (5200, 200 + i)] {
+            input.extend(signal(ms * 24, seed, 6_000));
+            input.extend(std::iter::repeat_n(0, 900 * 24));
+            speech_s += ms as f64 / 1000.0;
+        }
+    }
+    write_wav_i16(&dir.path().join("in.wav"), 24_000, 1, &input);
+    let (_rt, server, url) = server(Faults::default(), None);
+    let config = translated_config(
+        dir.path(),
+        &["es", "fr"],
+        Some(&url),
+        false,
+        "delivery = \"lossless\"\nmax_segment_ms = 3000",
+    );
+    let r = run_tolk(&config, &["--json-status", "status.json"], Duration::from_secs(120));
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let st = status(dir.path());
+    for (lang, route) in ["es", "fr"].iter().zip(st["routes"].as_array().unwrap()) {
+        assert!(route["segments_cut"].as_u64().unwrap() >= 6, "{route}");
+        let found = captioned_utterances(&dir.path().join(format!("out/{lang}.jsonl")));
+        let numbers: Vec<u64> = found.iter().map(|(n, _)| *n).collect();
+        // Each utterance the server committed is answered once, in order: none answered twice,
+        // none skipped (the server numbers its user items 1, 2, 3, …).
+        assert_eq!(numbers, (1..=numbers.len() as u64).collect::<Vec<_>>(), "{lang}: {found:?}");
+        let total: f64 = found.iter().map(|(_, s)| s).sum();
+        // Every second of speech answered once: each item holds its speech plus at most the
+        // server's padding (300 ms before, 500 ms of silence after).
+        assert!(
+            total >= speech_s && total <= speech_s + 0.85 * found.len() as f64,
+            "{lang}: {total} s for {speech_s} s of speech: {found:?}"
+        );
+    }
+    drop(server);
+}

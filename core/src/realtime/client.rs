@@ -31,9 +31,12 @@ pub const OPENAI_TRANSLATE_URL: &str = "wss://api.openai.com/v1/realtime/transla
 pub struct ApiKey(String);
 
 impl ApiKey {
-    /// Wraps a key.
+    /// Wraps a key, and registers it so that the log never shows it
+    /// ([`crate::logging::register_secret`]).
     pub fn new(key: impl Into<String>) -> Self {
-        ApiKey(key.into())
+        let key = key.into();
+        crate::logging::register_secret(&key);
+        ApiKey(key)
     }
 
     /// The key itself, for a header. Do not log it.
@@ -234,6 +237,10 @@ pub async fn connect(endpoint: &Endpoint) -> Result<Socket, RealtimeError> {
     let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
     match tokio_tungstenite::connect_async_with_config(request, Some(config), true).await {
         Ok((socket, _response)) => Ok(socket),
+        Err(tungstenite::Error::Http(resp)) => {
+            let status = resp.status().as_u16();
+            Err(RealtimeError::refused(status, describe_connect_error(&endpoint.url, tungstenite::Error::Http(resp))))
+        }
         Err(e) => Err(RealtimeError::new(RealtimeErrorKind::Connect, describe_connect_error(&endpoint.url, e))),
     }
 }
@@ -242,12 +249,17 @@ fn describe_connect_error(url: &str, e: tungstenite::Error) -> String {
     match e {
         tungstenite::Error::Http(resp) => {
             let status = resp.status();
-            let body = resp
+            // The service's own message when the body is its JSON error, else the body's first line.
+            let body: String = resp
                 .body()
                 .as_ref()
-                .map(|b| String::from_utf8_lossy(b).lines().next().unwrap_or_default().chars().take(200).collect())
+                .map(|b| {
+                    let json = serde_json::from_slice::<serde_json::Value>(b).ok();
+                    let message = json.as_ref().and_then(|v| v["error"]["message"].as_str().map(str::to_string));
+                    let text = message.unwrap_or_else(|| String::from_utf8_lossy(b).into_owned());
+                    text.lines().next().unwrap_or_default().chars().take(200).collect()
+                })
                 .unwrap_or_default();
-            let body: String = body;
             if body.is_empty() {
                 format!("cannot connect to {url}: the service answered HTTP {status}")
             } else {

@@ -123,11 +123,18 @@ pub struct RealtimeError {
     kind: RealtimeErrorKind,
     message: String,
     server: Option<Box<ServerError>>,
+    /// The HTTP status of a refused handshake.
+    status: Option<u16>,
 }
 
 impl RealtimeError {
     pub(crate) fn new(kind: RealtimeErrorKind, message: impl Into<String>) -> Self {
-        RealtimeError { kind, message: message.into(), server: None }
+        RealtimeError { kind, message: message.into(), server: None, status: None }
+    }
+
+    /// A handshake the service refused with HTTP `status`.
+    pub(crate) fn refused(status: u16, message: impl Into<String>) -> Self {
+        RealtimeError { kind: RealtimeErrorKind::Connect, message: message.into(), server: None, status: Some(status) }
     }
 
     pub(crate) fn server(e: ServerError) -> Self {
@@ -135,6 +142,29 @@ impl RealtimeError {
             kind: RealtimeErrorKind::Server,
             message: format!("realtime service error: {e}"),
             server: Some(Box::new(e)),
+            status: None,
+        }
+    }
+
+    /// The HTTP status of a refused handshake (401, 403, 429, …), if that is what failed.
+    pub fn http_status(&self) -> Option<u16> {
+        self.status
+    }
+
+    /// Whether opening again later can succeed. Network faults, timeouts, early closes, HTTP
+    /// 408/429/5xx and the service's transient errors can; a bad setting, a refused key
+    /// (HTTP 401/403 and every other 4xx) and a rejected session setup (`invalid_value`,
+    /// `invalid_api_key`, … — fatal and invalid classes) cannot: retrying only repeats them.
+    pub fn is_retryable(&self) -> bool {
+        match self.kind {
+            RealtimeErrorKind::Config => false,
+            RealtimeErrorKind::Connect => {
+                self.status.is_none_or(|s| matches!(s, 408 | 425 | 429) || (500..=599).contains(&s))
+            }
+            RealtimeErrorKind::Server => {
+                self.server.as_ref().is_none_or(|e| !matches!(e.class, ErrorClass::Fatal | ErrorClass::Invalid))
+            }
+            RealtimeErrorKind::Protocol | RealtimeErrorKind::Timeout => true,
         }
     }
 
@@ -184,6 +214,32 @@ mod tests {
         for (kind, code, message, class) in table {
             assert_eq!(classify(kind, code, message), class, "{kind} {code:?}");
         }
+    }
+
+    #[test]
+    fn only_errors_a_retry_can_change_are_retryable() {
+        let http = |s| RealtimeError::refused(s, "x").is_retryable();
+        assert!(!http(401) && !http(403) && !http(400) && !http(404));
+        assert!(http(429) && http(408) && http(500) && http(503));
+        assert!(RealtimeError::new(RealtimeErrorKind::Connect, "connection refused").is_retryable());
+        assert!(RealtimeError::new(RealtimeErrorKind::Timeout, "t").is_retryable());
+        assert!(!RealtimeError::new(RealtimeErrorKind::Config, "c").is_retryable());
+        let server = |kind: &str, code: &str| {
+            let class = classify(kind, Some(code), "");
+            let e = ServerError {
+                class,
+                kind: kind.into(),
+                code: Some(code.into()),
+                message: "m".into(),
+                param: None,
+                event_id: None,
+            };
+            RealtimeError::server(e).is_retryable()
+        };
+        assert!(!server("invalid_request_error", "invalid_value"));
+        assert!(!server("invalid_request_error", "invalid_api_key"));
+        assert!(server("server_error", "server_error"));
+        assert!(server("invalid_request_error", "rate_limit_exceeded"));
     }
 
     #[test]

@@ -52,7 +52,7 @@
 //! - Translation API sessions have no turns: output deltas are grouped into synthetic responses
 //!   (ids `tr_resp_N`, items `tr_item_N`) split at gaps of [`TRANSLATION_GAP_MS`], each ending
 //!   with `Transcript` + `ResponseDone` (zero usage); source transcripts likewise (`tr_in_N`).
-//!   `Commit`, `Clear`, `DeleteItem`, `CreateResponse`, `Cancel` and `UpdateInstructions` do not
+//!   `Commit`, `Clear`, `DeleteItem`, `CreateResponse`, `RespondTo`, `Cancel` and `UpdateInstructions` do not
 //!   exist there and are ignored (debug log).
 //! - Rotation before [`SessionHandle::expires_at`], reconnect with replay, item deletion policy
 //!   and cost are the router's job; [`Input::DeleteItem`] and the close reasons make them
@@ -142,8 +142,14 @@ pub enum Input {
     Commit,
     /// Discard uncommitted input audio.
     Clear,
-    /// Ask for a response (manual turns); queued while one is running.
+    /// Ask for a response (manual turns); queued while one is running. It answers whatever
+    /// is latest in the conversation when it runs: prefer [`Input::RespondTo`].
     CreateResponse,
+    /// Ask for a response to one user item (e.g. the one `Output::Committed` named after a
+    /// client commit): its input is a reference to that item alone, so it answers that item
+    /// even if it must wait behind other responses and the server commits more meanwhile.
+    /// Queued in order while a response runs.
+    RespondTo(String),
     /// Cancel the running response, if any.
     Cancel,
     /// Remove an item from the conversation (context control).
@@ -422,6 +428,23 @@ impl SessionHandle {
     pub fn protocol(&self) -> Protocol {
         self.protocol
     }
+}
+
+/// A handle with no session behind it, and the receiving end of its input (route tests drive
+/// the route with outputs of their own).
+#[cfg(test)]
+pub(crate) fn detached_handle() -> (SessionHandle, mpsc::Receiver<Input>, mpsc::Sender<Output>) {
+    let (in_tx, in_rx) = mpsc::channel(1 << 16);
+    let (out_tx, out_rx) = mpsc::channel(16);
+    let handle = SessionHandle {
+        input: in_tx,
+        output: out_rx,
+        session_id: "sess_test".into(),
+        expires_at: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        protocol: Protocol::Ga,
+        skipped: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)),
+    };
+    (handle, in_rx, out_tx)
 }
 
 /// Connects to the spec's endpoint (key and Azure endpoint from the process environment) and

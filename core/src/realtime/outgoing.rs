@@ -182,9 +182,20 @@ pub fn truncate(item_id: &str, audio_end_ms: u64, event_id: &str) -> String {
     .to_string()
 }
 
-/// `response.create` with the session's settings.
-pub fn response_create(event_id: &str) -> String {
-    json!({"type": "response.create", "event_id": event_id}).to_string()
+/// `response.create` with the session's settings; with `item`, the response's input is that
+/// user item alone (`response.input = [{type: "item_reference", id}]`, the same shape in GA and
+/// the legacy protocol), so it answers that item whatever else the conversation holds by the
+/// time it runs. The Translation API has no responses (its sessions never send this).
+pub fn response_create(event_id: &str, item: Option<&str>) -> String {
+    match item {
+        None => json!({"type": "response.create", "event_id": event_id}).to_string(),
+        Some(id) => json!({
+            "type": "response.create",
+            "event_id": event_id,
+            "response": {"input": [{"type": "item_reference", "id": id}]},
+        })
+        .to_string(),
+    }
 }
 
 /// `response.cancel` of one response.

@@ -115,8 +115,12 @@ struct Session<S, R> {
     /// Server events skipped as unknown or malformed, shared with the handle.
     skipped: Arc<AtomicU64>,
     active_response: Option<String>,
-    pending_create: bool,
-    create_ids: VecDeque<String>,
+    /// Response requests waiting for the running response to end, in order: `None` is a plain
+    /// `response.create` (repeats coalesce), `Some(item)` one that answers that user item.
+    pending_creates: VecDeque<Option<String>>,
+    /// Our recent `response.create`s by event id, with the item each answers (to queue them
+    /// again if the service refuses them while a response runs).
+    create_ids: VecDeque<(String, Option<String>)>,
     auto_ids: VecDeque<String>,
     cancelled: HashSet<String>,
     playing: Vec<Playing>,
@@ -151,7 +155,7 @@ where
         expires_at: Arc::new(AtomicU64::new(0)),
         skipped: Arc::new(AtomicU64::new(0)),
         active_response: None,
-        pending_create: false,
+        pending_creates: VecDeque::new(),
         create_ids: VecDeque::new(),
         auto_ids: VecDeque::new(),
         cancelled: HashSet::new(),
@@ -456,14 +460,8 @@ where
             }
             Input::Commit => Some(outgoing::bare("input_audio_buffer.commit", &self.id())),
             Input::Clear => Some(outgoing::bare("input_audio_buffer.clear", &self.id())),
-            Input::CreateResponse => {
-                if self.active_response.is_some() || self.pending_create {
-                    self.pending_create = true;
-                    None
-                } else {
-                    Some(self.create_response())
-                }
-            }
+            Input::CreateResponse => self.request_response(None),
+            Input::RespondTo(item) => self.request_response(Some(item)),
             Input::Cancel => match self.active_response.clone() {
                 Some(r) => {
                     self.cancelled.insert(r.clone());
@@ -489,10 +487,26 @@ where
         }
     }
 
-    fn create_response(&mut self) -> String {
+    /// A `response.create` now, or queued behind the running response and earlier requests.
+    fn request_response(&mut self, item: Option<String>) -> Option<String> {
+        if self.active_response.is_some() || !self.pending_creates.is_empty() {
+            if item.is_some() || !self.pending_creates.contains(&None) {
+                self.pending_creates.push_back(item);
+            }
+            None
+        } else {
+            Some(self.create_response(item))
+        }
+    }
+
+    fn create_response(&mut self, item: Option<String>) -> String {
         let id = self.id();
-        Self::remember(&mut self.create_ids, &id);
-        outgoing::response_create(&id)
+        let text = outgoing::response_create(&id, item.as_deref());
+        if self.create_ids.len() == REMEMBERED_IDS {
+            self.create_ids.pop_front();
+        }
+        self.create_ids.push_back((id, item));
+        text
     }
 
     async fn on_event(&mut self, event: Event) -> Flow {
@@ -509,9 +523,15 @@ where
                 debug!(target: "tolk::realtime", "automatic {id} was refused (harmless): {se}");
                 return Flow::Continue;
             }
-            if se.class == ErrorClass::Queue && Self::forget(&mut self.create_ids, &id) {
+            if se.class == ErrorClass::Queue
+                && let Some(i) = self.create_ids.iter().position(|(x, _)| *x == id)
+            {
                 debug!(target: "tolk::realtime", "response.create queued until the running response is done");
-                self.pending_create = true;
+                let (_, item) = self.create_ids.remove(i).expect("present");
+                // It was sent before anything still waiting: it goes first.
+                if item.is_some() || !self.pending_creates.contains(&None) {
+                    self.pending_creates.push_front(item);
+                }
                 return Flow::Continue;
             }
         }
@@ -613,9 +633,10 @@ where
                     output_item_ids: r.output_item_ids(),
                 })
                 .await;
-                if self.pending_create && self.active_response.is_none() {
-                    self.pending_create = false;
-                    let text = self.create_response();
+                if self.active_response.is_none()
+                    && let Some(item) = self.pending_creates.pop_front()
+                {
+                    let text = self.create_response(item);
                     if let Err(r) = self.send(text).await {
                         return Flow::Stop(r);
                     }

@@ -22,8 +22,12 @@ pub struct Tokens {
 
 impl Tokens {
     /// All input tokens (what a turn re-bills when context grows).
+    /// Saturating: the counts come from the service and may be anything.
     pub fn input(&self) -> u64 {
-        self.audio_in + self.cached_audio_in + self.cached_text_in + self.text_in
+        self.audio_in
+            .saturating_add(self.cached_audio_in)
+            .saturating_add(self.cached_text_in)
+            .saturating_add(self.text_in)
     }
 
     /// The cost in USD at `prices`.
@@ -50,7 +54,7 @@ impl From<&Usage> for Tokens {
     /// are what gets cached).
     fn from(u: &Usage) -> Tokens {
         let (mut cached_audio, mut cached_text) = (u.input_cached_audio, u.input_cached_text);
-        if cached_audio + cached_text == 0 && u.input_cached > 0 {
+        if cached_audio == 0 && cached_text == 0 && u.input_cached > 0 {
             cached_text = u.input_cached.min(u.input_text);
             cached_audio = u.input_cached - cached_text;
         }

@@ -14,9 +14,10 @@ impl RouteTask {
         let input = usage.input_tokens.max(t.input());
         self.stats.last_input_tokens.store(input, Relaxed);
         self.stats.max_input_tokens.fetch_max(input, Relaxed);
-        for (i, n) in [t.audio_in, t.cached_audio_in + t.cached_text_in, t.text_in, t.audio_out, t.text_out]
-            .into_iter()
-            .enumerate()
+        for (i, n) in
+            [t.audio_in, t.cached_audio_in.saturating_add(t.cached_text_in), t.text_in, t.audio_out, t.text_out]
+                .into_iter()
+                .enumerate()
         {
             self.stats.tokens[i].fetch_add(n, Relaxed);
         }

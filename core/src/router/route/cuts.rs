@@ -81,8 +81,8 @@ impl RouteTask {
         }
         let Some(live) = &mut self.live else { return };
         if live.open_responses > 0 || !live.commits.is_empty() || !live.client_commits.is_empty() {
-            // A response asked for now would answer whatever is latest when it runs, not this
-            // segment: keep holding until the session is idle.
+            // Its answer would come after those: keep holding until the session is idle, so
+            // that answers stay in input order.
             return;
         }
         // Find the quietest 20 ms frame between the written end and `cut_by`.
@@ -105,7 +105,9 @@ impl RouteTask {
             }
         }
         let cut = start + best.1 as u64;
-        // Write up to the cut, commit, ask for a response; the rest follows.
+        // Write up to the cut and commit; the response is asked for the committed item by id
+        // once the service names it (`Output::Committed`), and the rest of the input waits
+        // until that response has started, so nothing the server commits later can come first.
         let mut at = start;
         for c in &self.pending {
             let end = c.offset + c.samples.len() as u64;
@@ -122,8 +124,8 @@ impl RouteTask {
             at += (to - from) as u64;
         }
         live.send(Input::Commit);
-        live.send(Input::CreateResponse);
         live.client_commits.push_back(Some(at));
+        live.cut_unanswered = true;
         live.speech_start = at;
         // The speaker goes on: the next segment starts at the cut.
         self.last_cut = at;

@@ -40,7 +40,8 @@ impl RouteTask {
                     self.open_failures += 1;
                     attempt += 1;
                     tracing::warn!("route {}: cannot open a session: {e}", self.stats.name);
-                    if self.open_failures >= MAX_OPEN_FAILURES || e.kind() == realtime::RealtimeErrorKind::Config {
+                    // A refused key or a rejected setup stays so however often it is tried.
+                    if self.open_failures >= MAX_OPEN_FAILURES || !e.is_retryable() {
                         return Err(format!("cannot open a session: {e}"));
                     }
                 }

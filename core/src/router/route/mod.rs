@@ -13,15 +13,21 @@
 //!   the route reconnects with exponential back-off and jitter and replays what was not yet
 //!   used, so each sample reaches a working session once. The buffer is bounded
 //!   (`replay_buffer_ms`): audio beyond it is a counted, logged gap. A response already playing
-//!   when the socket dropped is not asked for again (that would play it twice).
+//!   when the socket dropped is not asked for again (that would play it twice). Failures a
+//!   retry cannot change — a refused key (HTTP 401/403, any other 4xx but 408/429) or a
+//!   session setup the service rejects (`invalid_value`, `invalid_api_key`, …) — stop the
+//!   route at once with the service's message ([`crate::realtime::RealtimeError::is_retryable`]).
 //! - **Rotation before expiry.** `rotate_margin_s` before `expires_at` the next session is
 //!   opened (instructions fetched again); the switch happens when the speaker is between
 //!   utterances: audio after the old session's last commit goes to the new one, the old one
 //!   finishes its responses and is closed. No gap, no double audio.
 //! - **Flat context.** After each response, turns older than `keep_turns` are deleted.
 //! - **Bounded segments.** A speaker who never pauses is cut after `max_segment_ms` at the
-//!   quietest 20 ms within its last second (a client commit plus a response request); the
-//!   audio of that second is held back until the cut is chosen.
+//!   quietest 20 ms within its last second (a client commit); the audio of that second is
+//!   held back until the cut is chosen. The cut's response is asked for by reference to the
+//!   committed item (`Input::RespondTo`, `response.input = [item_reference]`), so it answers
+//!   the cut segment even if it waits behind other responses; the input after the cut is held
+//!   until that response has started, so answers stay in input order.
 //! - **Cost and budget.** Usage of each response is priced and added to the route's counters;
 //!   past the budget no audio is sent, so no new responses start.
 //!
@@ -57,6 +63,9 @@ mod lifecycle;
 mod output;
 mod replay;
 mod slots;
+
+#[cfg(test)]
+mod fuzz;
 
 use self::{context::Turn, lifecycle::SpecMaker, replay::Live, slots::SlotQueue};
 pub use lifecycle::default_instructions;

@@ -14,13 +14,15 @@ impl RouteTask {
         tracing::trace!(route = %self.stats.name, generation, "{out:?}");
         let live = if old { self.old.iter_mut().find(|l| l.generation == generation)? } else { self.live.as_mut()? };
         match out {
+            // The service's positions are trusted no further than the input it was given:
+            // any value (a buggy or hostile server's too) lands inside what was written.
             Output::SpeechStarted { audio_start_ms, .. } => {
                 live.in_speech = true;
-                live.speech_start = live.base + audio_start_ms * PER_MS;
+                live.speech_start = live.input_at(audio_start_ms);
             }
             Output::SpeechStopped { audio_end_ms, .. } => {
                 live.in_speech = false;
-                let end = live.base + audio_end_ms * PER_MS;
+                let end = live.input_at(audio_end_ms);
                 let speech_end = end.saturating_sub(self.silence_ms * PER_MS);
                 let born = self
                     .pending
@@ -33,6 +35,7 @@ impl RouteTask {
                     anchor: speech_end,
                     born,
                     item: String::new(),
+                    cut: false,
                 });
             }
             Output::Committed { item_id } => {
@@ -51,7 +54,10 @@ impl RouteTask {
                                 .iter()
                                 .find(|c| c.offset <= at && at <= c.offset + c.samples.len() as u64)
                                 .map(|c| c.born);
-                            live.commits.push_back(Commit { upto: at, anchor: at, born, item: item_id });
+                            // Its response answers this item by reference, not whatever
+                            // user item is latest on the server when it runs.
+                            live.send(Input::RespondTo(item_id.clone()));
+                            live.commits.push_back(Commit { upto: at, anchor: at, born, item: item_id, cut: true });
                         }
                         _ => {
                             // The final commit.
@@ -61,13 +67,14 @@ impl RouteTask {
                                 live.in_speech = false;
                                 live.committed_upto = written_end;
                                 let born = Some(Instant::now());
+                                live.send(Input::RespondTo(item_id.clone()));
                                 live.commits.push_back(Commit {
                                     upto: written_end,
                                     anchor: written_end,
                                     born,
                                     item: item_id,
+                                    cut: false,
                                 });
-                                live.send(Input::CreateResponse);
                             } else {
                                 // Only the silence the server keeps for padding: no response.
                                 live.send(Input::DeleteItem(item_id));
@@ -94,7 +101,9 @@ impl RouteTask {
             Output::ResponseStarted { response_id } if self.over_budget => {
                 // Past the budget: a response the service had queued is cancelled, not played.
                 live.open_responses += 1;
-                live.commits.pop_front();
+                if live.commits.pop_front().is_some_and(|c| c.cut) {
+                    live.cut_unanswered = false;
+                }
                 live.send(Input::Cancel);
                 self.slots.push(Slot {
                     done: true,
@@ -110,7 +119,12 @@ impl RouteTask {
                     anchor: written_end,
                     born: None,
                     item: String::new(),
+                    cut: false,
                 });
+                if c.cut {
+                    // The cut's answer has begun: the input after it may follow.
+                    live.cut_unanswered = false;
+                }
                 let (anchor, speech_end, user_item) = (c.upto, c.born, c.item);
                 let start_at = c.anchor;
                 // The input up to this commit has been used: no replay needed.
@@ -172,6 +186,8 @@ impl RouteTask {
             }
             Output::Error(e) => {
                 tracing::warn!("route {}: session error: {e}", self.stats.name);
+                // Whatever failed, input must not wait for an answer that may never start.
+                live.cut_unanswered = false;
             }
             Output::Closed { reason } => return Some(reason),
             _ => {}

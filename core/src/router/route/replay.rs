@@ -50,9 +50,17 @@ pub(super) struct Live {
     /// Client commits not yet answered, in order: `Some(route offset)` for a segment cut,
     /// `None` for the commit that ends the input.
     pub(super) client_commits: VecDeque<Option<u64>>,
+    /// A segment cut whose response has not started yet: no input is written meanwhile.
+    pub(super) cut_unanswered: bool,
 }
 
 impl Live {
+    /// The route offset of `ms` into this session's input, as the service counts it, clamped
+    /// to the input written (saturating: never a panic or a wrap, whatever the value).
+    pub(super) fn input_at(&self, ms: u64) -> u64 {
+        self.base.saturating_add(ms.saturating_mul(PER_MS)).min(self.base + self.written)
+    }
+
     /// Queues `input` for the session, in order, and sends what its channel takes now.
     pub(super) fn send(&mut self, input: Input) {
         self.outbox.push_back(input);
@@ -87,6 +95,8 @@ pub(super) struct Commit {
     pub(super) born: Option<Instant>,
     /// The user item (empty until the commit is confirmed).
     pub(super) item: String,
+    /// A segment cut (the client's commit, answered by reference to `item`).
+    pub(super) cut: bool,
 }
 
 impl RouteTask {
@@ -112,6 +122,7 @@ impl RouteTask {
             final_wanted: false,
             outbox: VecDeque::new(),
             client_commits: VecDeque::new(),
+            cut_unanswered: false,
         });
         if replay {
             let replayed = self.first_written_upto.saturating_sub(self.confirmed);
@@ -138,6 +149,11 @@ impl RouteTask {
         let limit = self.hold_limit(written).map_or(u64::MAX, |(hold_from, _)| hold_from);
         self.holding = written >= limit;
         let Some(live) = &mut self.live else { return };
+        if live.cut_unanswered {
+            // The cut's response is not running yet: later input could be committed (and
+            // answered) by the server before it.
+            return;
+        }
         if self.lossless && live.commits.len() >= AHEAD_TURNS {
             // Offline, input can run far ahead of the answers; the turns committed but not yet
             // answered would all sit in the context. Wait for the answers.
