@@ -398,3 +398,122 @@ fn a_speaker_who_never_pauses_is_cut_into_bounded_segments() {
     let total: f64 = secs.iter().sum();
     assert!((12.0..=12.9).contains(&total), "segments cover {total} s of 12 s of speech: {secs:?}");
 }
+
+/// What one run of the keynote (`configs/samples/keynote-en.wav`, into `es` and `de`) produced
+/// per language: final translation captions, and samples of translated speech (non-silent).
+#[derive(Debug, PartialEq)]
+struct Produced {
+    lang: &'static str,
+    utterances: usize,
+    speech_samples: usize,
+}
+
+/// Runs the keynote through tolk against a server in this process with `faults` (response
+/// audio at `speed` × real time), reading it live (`realtime`) or as fast as possible
+/// (lossless), with extra `[engine]` and `[run]` keys. Returns the run, its status and what
+/// it produced.
+fn keynote(
+    faults: Faults,
+    speed: f64,
+    realtime: bool,
+    engine: &str,
+    run: &str,
+) -> (tolk_tests::Run, serde_json::Value, Vec<Produced>, tempfile::TempDir) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let o = ServeOptions { faults, engine_speed: speed, ..ServeOptions::default() };
+    let server = rt.block_on(async { Server::bind(o).await.unwrap().spawn() });
+    let dir = tempfile::tempdir().unwrap();
+    let wav = tolk_tests::root().join("configs/samples/keynote-en.wav");
+    let delivery = if realtime { "live" } else { "lossless" };
+    let config = write(
+        dir.path(),
+        "run.toml",
+        &format!(
+            "[engine]\nprovider = \"local\"\nurl = \"{}/v1/realtime\"\nsilence_duration_ms = 200\n{engine}\n\n[run]\ndelivery = \"{delivery}\"\n{run}\n\n[[source]]\nid = \"stage\"\nplugin = \"tolk.wav\"\nlanguage = \"en\"\n[source.config]\npath = \"{}\"\nrealtime = {realtime}\n\n[[route]]\nsource = \"stage\"\nto = [\"es\", \"de\"]\nsinks = [\"rec\", \"captions\"]\n\n[[sink]]\nid = \"rec\"\nplugin = \"tolk.wav\"\n[sink.config]\npath = \"out/{{lang}}.wav\"\n\n[[sink]]\nid = \"captions\"\nplugin = \"tolk.captions\"\n[sink.config]\njsonl = \"out/{{lang}}.jsonl\"\n",
+            server.url(),
+            wav.display()
+        ),
+    );
+    let r = run_tolk(&config, &["--json-status", "status.json"], Duration::from_secs(180));
+    drop(server);
+    let produced = ["es", "de"]
+        .into_iter()
+        .map(|lang| {
+            let captions = std::fs::read_to_string(dir.path().join(format!("out/{lang}.jsonl"))).unwrap_or_default();
+            let utterances = captions
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .filter(|c| c["role"] == "translation" && c["final"] == true)
+                .count();
+            let (_, samples) = read_wav_i16(&dir.path().join(format!("out/{lang}.wav")));
+            Produced { lang, utterances, speech_samples: samples.iter().filter(|&&s| s != 0).count() }
+        })
+        .collect();
+    let st = status(dir.path());
+    (r, st, produced, dir)
+}
+
+/// The keynote with `faults` and without, at the same time: what each produced.
+fn keynote_against_fault_free(
+    faults: Faults,
+    speed: f64,
+    realtime: bool,
+    engine: &str,
+) -> (Vec<Produced>, (tolk_tests::Run, serde_json::Value, Vec<Produced>, tempfile::TempDir)) {
+    let engine2 = engine.to_string();
+    let clean = std::thread::spawn(move || keynote(Faults::default(), speed, realtime, &engine2, "").2);
+    let faulty = keynote(faults, speed, realtime, engine, "");
+    (clean.join().unwrap(), faulty)
+}
+
+#[test]
+fn a_stalled_session_is_detected_and_its_input_answered() {
+    // Every session stops sending 8 s after it starts (it keeps reading and answers pings).
+    let faults = Faults { stall_after: Some(Duration::from_secs(8)), ..Faults::default() };
+    let (clean, (r, st, produced, _dir)) =
+        keynote_against_fault_free(faults, 10.0, true, "event_timeout_ms = 2000\nping_interval_ms = 500");
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(produced, clean, "the stalled run lost or doubled output\n{}\n{}", r.stdout, r.stderr);
+    for route in st["routes"].as_array().unwrap() {
+        assert!(route["stalls"].as_u64().unwrap() >= 1, "{route}");
+        assert_eq!(route["lost"], serde_json::Value::Null, "{route}");
+    }
+    // Warned about once per stall, not once per frame.
+    assert!(r.stderr.matches("stalled").count() <= 2 * st["routes"][0]["stalls"].as_u64().unwrap() as usize + 2);
+}
+
+#[test]
+fn a_drop_during_a_response_plays_the_rest_of_it_once() {
+    // Responses play in real time, so drops (every 2.5 s of each session) land inside them.
+    for realtime in [true, false] {
+        let faults = Faults { close_after: Some(Duration::from_millis(2500)), ..Faults::default() };
+        let (clean, (r, st, produced, _dir)) = keynote_against_fault_free(faults, 1.0, realtime, "");
+        assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+        assert_eq!(produced, clean, "realtime {realtime}: the run with drops lost or doubled output\n{}", r.stdout);
+        let routes = st["routes"].as_array().unwrap();
+        assert!(routes.iter().all(|r| r["reconnects"].as_u64().unwrap() >= 1), "{routes:?}");
+        assert!(
+            routes.iter().any(|r| r["responses_resumed"].as_u64().unwrap() >= 1),
+            "realtime {realtime}: no drop hit a response: {routes:?}"
+        );
+    }
+}
+
+#[test]
+fn a_run_that_lost_utterances_says_so_and_fails() {
+    // The session stalls and the stall is not detected in time: the utterances after it are
+    // never answered.
+    let faults = Faults { stall_after: Some(Duration::from_secs(8)), ..Faults::default() };
+    let (r, st, produced, _dir) = keynote(faults, 10.0, true, "event_timeout_ms = 600000", "drain_timeout_ms = 2000");
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(produced.iter().all(|p| p.utterances < 6), "{produced:?}");
+    for route in st["routes"].as_array().unwrap() {
+        let lost = route["lost"].as_str().unwrap_or_else(|| panic!("nothing reported lost: {route}"));
+        assert!(lost.contains("not answered"), "{lost}");
+        assert!(route["utterances_unanswered"].as_u64().unwrap() >= 1, "{route}");
+        let name = route["route"].as_str().unwrap();
+        assert!(r.stdout.contains("LOST:"), "{}", r.stdout);
+        assert!(r.stderr.contains(&format!("route {name}: lost")), "{}", r.stderr);
+    }
+    assert_eq!(st["exit_status"], 1, "{st}");
+}

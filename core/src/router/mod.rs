@@ -534,6 +534,13 @@ fn control_loop(
     if budget_exhausted {
         exit = 1;
     }
+    // Nothing lost silently: a route that lost input or output fails the run and says what.
+    for r in &stats.routes {
+        if let Some(lost) = r.losses() {
+            exit = 1;
+            problems.push(format!("route {}: lost {lost}", r.name));
+        }
+    }
     status.write(stats, true, Some(exit));
     status.clear_line();
     Outcome { exit, stats: Arc::clone(stats), problems, budget_exhausted }
