@@ -484,10 +484,11 @@ fn a_stalled_session_is_detected_and_its_input_answered() {
 
 #[test]
 fn a_drop_during_a_response_plays_the_rest_of_it_once() {
-    // Responses play in real time, so drops (every 2.5 s of each session) land inside them.
-    for realtime in [true, false] {
-        let faults = Faults { close_after: Some(Duration::from_millis(2500)), ..Faults::default() };
-        let (clean, (r, st, produced, _dir)) = keynote_against_fault_free(faults, 1.0, realtime, "");
+    // Response audio comes at 4 × real time, so the drops (5 s into each session live, 3 s
+    // into each lossless) land inside responses, which still finish between drops.
+    for (realtime, close_after) in [(true, 5000), (false, 3000)] {
+        let faults = Faults { close_after: Some(Duration::from_millis(close_after)), ..Faults::default() };
+        let (clean, (r, st, produced, _dir)) = keynote_against_fault_free(faults, 4.0, realtime, "");
         assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
         assert_eq!(produced, clean, "realtime {realtime}: the run with drops lost or doubled output\n{}", r.stdout);
         let routes = st["routes"].as_array().unwrap();
