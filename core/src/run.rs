@@ -218,9 +218,16 @@ pub fn print_summary(config: &Config, outcome: &Outcome) {
                 r.rotations.load(Relaxed),
                 r.cost_usd()
             );
-            let gap = r.gap_frames.load(Relaxed);
-            if gap > 0 {
-                line += &format!("  input gap {:.1} s", secs(gap));
+            let stalls = r.stalls.load(Relaxed);
+            if stalls > 0 {
+                line += &format!("  stalls {stalls}");
+            }
+            let resumed = r.responses_resumed.load(Relaxed);
+            if resumed > 0 {
+                line += &format!("  resumed after a drop {resumed}");
+            }
+            if let Some(lost) = r.losses() {
+                line += &format!("  LOST: {lost}");
             }
         }
         let sys = r.system_ms.lock().unwrap_or_else(|e| e.into_inner());

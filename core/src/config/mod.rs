@@ -97,6 +97,12 @@ pub struct Engine {
     pub speed: Option<f64>,
     /// How long connecting plus session setup may take.
     pub connect_timeout_ms: u64,
+    /// A session owing an event (an answer to a commit, a running response's next delta, the
+    /// turn of speech it was sent) that sends nothing for this long is stalled: dropped and
+    /// reconnected. Also how long a ping may go unanswered.
+    pub event_timeout_ms: u64,
+    /// After this long without any frame from the service, the session pings it (0 = never).
+    pub ping_interval_ms: u64,
 }
 
 impl Default for Engine {
@@ -124,6 +130,8 @@ impl Default for Engine {
             max_output_tokens: None,
             speed: None,
             connect_timeout_ms: 10_000,
+            event_timeout_ms: 15_000,
+            ping_interval_ms: 5_000,
         }
     }
 }

@@ -29,6 +29,8 @@ pub struct RawEngine {
     pub max_output_tokens: Option<u32>,
     pub speed: Option<f64>,
     pub connect_timeout_ms: Option<u64>,
+    pub event_timeout_ms: Option<u64>,
+    pub ping_interval_ms: Option<u64>,
 }
 
 /// `[plugins]`: extra directories to search.

@@ -457,6 +457,20 @@ fn engine_session(cx: &mut Ctx, e: &mut Engine, r: RawEngine) {
             e.connect_timeout_ms = ms;
         }
     }
+    if let Some(ms) = r.event_timeout_ms {
+        if (100..=600_000).contains(&ms) {
+            e.event_timeout_ms = ms;
+        } else {
+            cx.err("engine.event_timeout_ms", format!("{ms} is outside 100..=600000"));
+        }
+    }
+    if let Some(ms) = r.ping_interval_ms {
+        if ms == 0 || (100..=600_000).contains(&ms) {
+            e.ping_interval_ms = ms;
+        } else {
+            cx.err("engine.ping_interval_ms", format!("{ms} is outside 100..=600000 (0 = never ping)"));
+        }
+    }
 }
 
 /// Deserializes `[[name]]` element by element, so one bad element does not hide the others.

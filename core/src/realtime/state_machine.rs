@@ -2,7 +2,10 @@
 //!
 //! Setup (`start`): wait for `session.created`, send `session.update`, wait for
 //! `session.updated`. Then one task `select!`s over server frames, caller [`Input`]s, the
-//! translation segment timer and the close deadline, turning events into [`Output`]s. All
+//! translation segment timer, the ping timer and the close deadline, turning events into
+//! [`Output`]s. After `engine.ping_interval_ms` without any frame from the service the session
+//! pings it; a ping unanswered (no frame at all) for `engine.event_timeout_ms` ends the session
+//! as [`CloseReason::Dropped`] (a half-open connection). All
 //! protocol differences live in decoding (events) and encoding (outgoing); the model here is
 //! one: responses with ids, items with ids, audio in ms.
 
@@ -132,6 +135,14 @@ struct Session<S, R> {
     closing: Option<Instant>,
     bytes: Vec<u8>,
     b64: String,
+    /// When the latest frame of any kind (pongs included) came from the service.
+    last_frame: Instant,
+    /// When the unanswered ping was sent.
+    ping_sent: Option<Instant>,
+    /// Ping after this long without a frame (`None`: never).
+    ping_interval: Option<Duration>,
+    /// How long a ping may go unanswered.
+    pong_timeout: Duration,
 }
 
 /// Sets the session up over `sink`/`stream` and spawns its task.
@@ -168,6 +179,10 @@ where
         closing: None,
         bytes: Vec::new(),
         b64: String::new(),
+        last_frame: Instant::now(),
+        ping_sent: None,
+        ping_interval: Some(spec.engine.ping_interval_ms).filter(|&ms| ms > 0).map(Duration::from_millis),
+        pong_timeout: Duration::from_millis(spec.engine.event_timeout_ms),
     };
     let ms = spec.engine.connect_timeout_ms;
     match tokio::time::timeout(Duration::from_millis(ms), s.setup(&spec)).await {
@@ -352,8 +367,14 @@ where
         let reason = loop {
             let segment_deadline = self.segment_deadline();
             let close_deadline = self.closing;
+            let ping_deadline = self.ping_deadline();
             let flow = tokio::select! {
-                msg = self.stream.next() => match msg {
+                msg = self.stream.next() => {
+                    if matches!(msg, Some(Ok(_))) {
+                        self.last_frame = Instant::now();
+                        self.ping_sent = None;
+                    }
+                    match msg {
                     Some(Ok(Message::Text(t))) => match self.decode(t.as_str()) {
                         Some(e) => self.on_event(e).await,
                         None => Flow::Continue,
@@ -382,7 +403,8 @@ where
                         Flow::Stop(self.end_reason(CloseReason::Dropped))
                     }
                     None => Flow::Stop(self.end_reason(CloseReason::Dropped)),
-                },
+                }},
+                _ = sleep_until(ping_deadline), if ping_deadline.is_some() => self.on_ping_timer().await,
                 cmd = input.recv(), if input_open && self.closing.is_none() => match cmd {
                     Some(Input::Close) | None => {
                         input_open = false;
@@ -406,6 +428,39 @@ where
         let _ = self.sink.close().await;
         debug!(target: "tolk::realtime", session = %self.session_id, "session ended: {reason}");
         self.emit(Output::Closed { reason }).await;
+    }
+
+    /// When the ping timer fires next: the ping's answer deadline, or the next ping (none while
+    /// closing).
+    fn ping_deadline(&self) -> Option<Instant> {
+        if self.closing.is_some() {
+            return None;
+        }
+        match self.ping_sent {
+            Some(sent) => Some(sent + self.pong_timeout),
+            None => self.ping_interval.map(|i| self.last_frame + i),
+        }
+    }
+
+    /// Pings a quiet service, or gives up on one that left the ping unanswered.
+    async fn on_ping_timer(&mut self) -> Flow {
+        if self.ping_sent.is_some() {
+            warn!(
+                target: "tolk::realtime",
+                "the realtime service answered nothing for {} ms (not even a ping): connection stalled",
+                self.pong_timeout.as_millis()
+            );
+            return Flow::Stop(self.end_reason(CloseReason::Dropped));
+        }
+        self.ping_sent = Some(Instant::now());
+        trace!(target: "tolk::realtime", "ping");
+        match self.sink.send(Message::Ping(Vec::new().into())).await {
+            Ok(()) => Flow::Continue,
+            Err(e) => {
+                warn!(target: "tolk::realtime", "realtime send failed: {e}");
+                Flow::Stop(self.end_reason(CloseReason::Dropped))
+            }
+        }
     }
 
     async fn begin_close(&mut self) -> Flow {
@@ -878,18 +933,24 @@ mod tests {
             self.to_client.send(Ok(Message::text(t.to_string()))).unwrap();
         }
 
-        /// The next client text event (skipping nothing: every frame must be text).
+        /// The next client text event (skipping pings only: every other frame must be text).
         async fn recv(&mut self) -> Value {
-            match tokio::time::timeout(Duration::from_secs(10), self.from_client.recv()).await {
-                Ok(Some(Message::Text(t))) => serde_json::from_str(t.as_str()).unwrap(),
-                other => panic!("expected a text event, got {other:?}"),
+            loop {
+                match tokio::time::timeout(Duration::from_secs(10), self.from_client.recv()).await {
+                    Ok(Some(Message::Text(t))) => return serde_json::from_str(t.as_str()).unwrap(),
+                    Ok(Some(Message::Ping(_))) => {}
+                    other => panic!("expected a text event, got {other:?}"),
+                }
             }
         }
 
         async fn recv_close(&mut self) {
-            match tokio::time::timeout(Duration::from_secs(10), self.from_client.recv()).await {
-                Ok(Some(Message::Close(_))) => {}
-                other => panic!("expected a close frame, got {other:?}"),
+            loop {
+                match tokio::time::timeout(Duration::from_secs(10), self.from_client.recv()).await {
+                    Ok(Some(Message::Close(_))) => return,
+                    Ok(Some(Message::Ping(_))) => {}
+                    other => panic!("expected a close frame, got {other:?}"),
+                }
             }
         }
     }
@@ -1099,6 +1160,32 @@ mod tests {
         server.recv_close().await;
         server.to_client.send(Ok(Message::Close(None))).unwrap();
         assert_eq!(next(&mut h).await, Output::Closed { reason: CloseReason::Normal });
+    }
+
+    #[tokio::test]
+    async fn a_quiet_service_is_pinged_and_an_unanswered_ping_drops_the_session() {
+        let mut s = spec(Protocol::Ga, Mode::Interpret);
+        (s.engine.ping_interval_ms, s.engine.event_timeout_ms) = (200, 300);
+        let (mut h, mut server) = open(s).await;
+        // Answered pings keep the session.
+        for _ in 0..2 {
+            let ping = tokio::time::timeout(Duration::from_secs(10), server.from_client.recv()).await.unwrap();
+            assert!(matches!(ping, Some(Message::Ping(_))), "{ping:?}");
+            server.to_client.send(Ok(Message::Pong(Vec::new().into()))).unwrap();
+        }
+        assert_eq!(h.try_next(), Ok(None));
+        // An unanswered one ends it as dropped (so the caller reconnects).
+        let ping = tokio::time::timeout(Duration::from_secs(10), server.from_client.recv()).await.unwrap();
+        assert!(matches!(ping, Some(Message::Ping(_))), "{ping:?}");
+        let t = Instant::now();
+        assert_eq!(next(&mut h).await, Output::Closed { reason: CloseReason::Dropped });
+        assert!(t.elapsed() >= Duration::from_millis(250), "gave up after {:?}", t.elapsed());
+        // With pings off nothing is sent on a quiet connection.
+        let mut s = spec(Protocol::Ga, Mode::Interpret);
+        (s.engine.ping_interval_ms, s.engine.event_timeout_ms) = (0, 300);
+        let (h, mut server) = open(s).await;
+        assert!(tokio::time::timeout(Duration::from_millis(600), server.from_client.recv()).await.is_err());
+        drop(h);
     }
 
     #[tokio::test]

@@ -136,6 +136,15 @@ pub struct RouteStats {
     pub rotations: AtomicU64,
     /// Responses completed.
     pub responses: AtomicU64,
+    /// Sessions dropped because they owed an event and sent nothing (`engine.event_timeout_ms`).
+    pub stalls: AtomicU64,
+    /// Responses cut short by a drop and answered again (only the unheard tail played).
+    pub responses_resumed: AtomicU64,
+    /// Responses cut short and never completed (a drop not answered again, `failed` or
+    /// `incomplete`): lost output.
+    pub responses_cut_short: AtomicU64,
+    /// Turns the service committed that never got a response: lost output.
+    pub utterances_unanswered: AtomicU64,
     /// Segments cut by the maximum segment length.
     pub segments_cut: AtomicU64,
     /// Conversation items deleted.
@@ -174,6 +183,10 @@ impl RouteStats {
             reconnects: AtomicU64::new(0),
             rotations: AtomicU64::new(0),
             responses: AtomicU64::new(0),
+            stalls: AtomicU64::new(0),
+            responses_resumed: AtomicU64::new(0),
+            responses_cut_short: AtomicU64::new(0),
+            utterances_unanswered: AtomicU64::new(0),
             segments_cut: AtomicU64::new(0),
             items_deleted: AtomicU64::new(0),
             cost_micro_usd: AtomicU64::new(0),
@@ -214,6 +227,25 @@ impl RouteStats {
         self.ear_voice_ms.lock().unwrap_or_else(|p| p.into_inner()).record(span.as_secs_f64() * 1e3);
     }
 
+    /// What this route lost, in words (`None`: nothing): input gaps, turns not answered,
+    /// responses cut short.
+    pub fn losses(&self) -> Option<String> {
+        let mut parts = vec![];
+        let gap = self.gap_frames.load(Relaxed);
+        if gap > 0 {
+            parts.push(format!("{:.1} s of input not translated (input gap)", gap as f64 / RATE));
+        }
+        let n = self.utterances_unanswered.load(Relaxed);
+        if n > 0 {
+            parts.push(format!("{n} utterance{} not answered", if n == 1 { "" } else { "s" }));
+        }
+        let n = self.responses_cut_short.load(Relaxed);
+        if n > 0 {
+            parts.push(format!("{n} response{} cut short", if n == 1 { "" } else { "s" }));
+        }
+        (!parts.is_empty()).then(|| parts.join(", "))
+    }
+
     /// Cost so far in USD.
     pub fn cost_usd(&self) -> f64 {
         self.cost_micro_usd.load(Relaxed) as f64 / 1e6
@@ -238,6 +270,11 @@ impl RouteStats {
             "reconnects": self.reconnects.load(Relaxed),
             "rotations": self.rotations.load(Relaxed),
             "responses": self.responses.load(Relaxed),
+            "stalls": self.stalls.load(Relaxed),
+            "responses_resumed": self.responses_resumed.load(Relaxed),
+            "responses_cut_short": self.responses_cut_short.load(Relaxed),
+            "utterances_unanswered": self.utterances_unanswered.load(Relaxed),
+            "lost": self.losses(),
             "segments_cut": self.segments_cut.load(Relaxed),
             "items_deleted": self.items_deleted.load(Relaxed),
             "last_input_tokens": self.last_input_tokens.load(Relaxed),

@@ -644,6 +644,13 @@ fn control_loop(
     if stats.any_sink_loss() || stats.source_refused.iter().any(|r| r.load(Relaxed) > 0) {
         exit = 1;
     }
+    // Nothing lost silently: a route that lost input or output fails the run and says what.
+    for r in &stats.routes {
+        if let Some(lost) = r.losses() {
+            exit = 1;
+            problems.push(format!("route {}: lost {lost}", r.name));
+        }
+    }
     status.write(stats, true, Some(exit));
     status.clear_line();
     Outcome { exit, stats: Arc::clone(stats), problems, budget_exhausted }

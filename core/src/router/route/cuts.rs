@@ -35,6 +35,8 @@ impl RouteTask {
             match e {
                 VadEvent::SpeechStarted { start } => self.spans.push_back((start, None)),
                 VadEvent::SpeechStopped { end } => {
+                    self.speech_end_seen = self.speech_end_seen.max(end);
+                    self.heard_ends.push_back(end);
                     if let Some(last) = self.spans.back_mut() {
                         last.1 = Some(end);
                     }

@@ -5,7 +5,7 @@ use std::{sync::atomic::Ordering::Relaxed, time::Duration};
 
 use tokio::sync::oneshot;
 
-use super::RouteTask;
+use super::{RouteTask, slots::Redo};
 use crate::router::{EngineTarget, metrics::RouteState, prompt::PromptCall};
 use crate::{
     realtime::{self, CloseReason, Input, SessionHandle, SessionSpec},
@@ -176,7 +176,16 @@ impl RouteTask {
     /// The live session closed: reconnect (dropped), reopen (expired) or fail (fatal).
     pub(super) async fn on_closed(&mut self, reason: CloseReason) -> Result<(), String> {
         let Some(old) = self.live.take() else { return Ok(()) };
-        self.slots.finish_generation(old.generation);
+        for s in self.slots.iter_mut().filter(|s| s.generation == old.generation) {
+            if !s.done && s.used > self.confirmed && !self.over_budget {
+                // Cut short: its input is replayed and answered again; the audio it has
+                // (played, or waiting to be) is what the listener hears of it.
+                let buffered = s.audio.iter().map(|a| a.len() as u64).sum::<u64>();
+                let heard = s.heard_before + s.played + buffered.saturating_sub(s.skip);
+                self.redo.push_back(Redo { used: s.used, heard, utterance: s.utterance });
+            }
+            s.done = true;
+        }
         self.advance();
         if self.input_ended && self.pending_unanswered() == 0 {
             self.final_ack = true;

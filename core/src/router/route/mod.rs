@@ -13,10 +13,15 @@
 //!   the route reconnects with exponential back-off and jitter and replays what was not yet
 //!   used, so each sample reaches a working session once. The buffer is bounded
 //!   (`replay_buffer_ms`): audio beyond it is a counted, logged gap. A response already playing
-//!   when the socket dropped is not asked for again (that would play it twice). Failures a
-//!   retry cannot change — a refused key (HTTP 401/403, any other 4xx but 408/429) or a
-//!   session setup the service rejects (`invalid_value`, `invalid_api_key`, …) — stop the
-//!   route at once with the service's message ([`crate::realtime::RealtimeError::is_retryable`]).
+//!   when the socket dropped is asked for again from the same input, and only what the
+//!   listener has not heard yet is played (the unplayed tail; all of it when nothing was
+//!   played), so nothing is lost and nothing is heard twice. Input counts as used once its
+//!   response is *done*. Failures a retry cannot change — a refused key (HTTP 401/403, any
+//!   other 4xx but 408/429) or a session setup the service rejects (`invalid_value`,
+//!   `invalid_api_key`, …) — stop the route at once with the service's message
+//!   ([`crate::realtime::RealtimeError::is_retryable`]).
+//! - **Stalls are drops.** A session that owes an event (see [`watchdog`]) and sends nothing
+//!   for `engine.event_timeout_ms` is dropped and reconnected like a broken socket.
 //! - **Rotation before expiry.** `rotate_margin_s` before `expires_at` the next session is
 //!   opened (instructions fetched again); the switch happens when the speaker is between
 //!   utterances: audio after the old session's last commit goes to the new one, the old one
@@ -36,7 +41,7 @@
 //! cuts), `lifecycle` (open, reconnect, rotate, drain, close), `output` (session outputs →
 //! commits, transcripts, slots), `slots` (the output order), `delivery` (to sinks and relay
 //! routes), `context` (turn deletion), `accounting` (usage → cost), `floor` (floor and echo
-//! gate).
+//! gate), `watchdog` (stall detection).
 
 use std::{
     collections::VecDeque,
@@ -63,11 +68,17 @@ mod lifecycle;
 mod output;
 mod replay;
 mod slots;
+mod watchdog;
 
 #[cfg(test)]
 mod fuzz;
 
-use self::{context::Turn, lifecycle::SpecMaker, replay::Live, slots::SlotQueue};
+use self::{
+    context::Turn,
+    lifecycle::SpecMaker,
+    replay::Live,
+    slots::{Redo, SlotQueue},
+};
 pub use lifecycle::default_instructions;
 
 /// Frames per ms of internal audio.
@@ -86,6 +97,7 @@ pub(crate) async fn run_route(
     let _end = EndGuard(Arc::clone(&shared), r);
     let mut task = RouteTask::new(Arc::clone(&shared), r, engine, prompt, stats);
     let result = task.run(rx).await;
+    task.count_unanswered();
     task.finish_slots();
     task.release_floor(u64::MAX);
     if let Err(message) = result {
@@ -160,6 +172,18 @@ struct RouteTask {
     relays: Vec<mpsc::Sender<RouteIn>>,
     /// Route offset up to which the relays have been fed.
     relay_fed: u64,
+    /// Input lost to a full replay buffer since the last warning about it.
+    gap_unwarned: u64,
+    /// When that warning was last given.
+    gap_warned_at: Option<std::time::Instant>,
+    /// Route offset where the latest utterance heard by the client-side detector ended.
+    speech_end_seen: u64,
+    /// Ends of the utterances the client-side detector heard whose input is not yet answered.
+    heard_ends: VecDeque<u64>,
+    /// Utterance ends up to here already led to a stall once (never twice for the same one).
+    speech_stalled_upto: u64,
+    /// Responses cut short by a drop, to be asked for again (oldest first).
+    redo: VecDeque<Redo>,
 }
 
 impl RouteTask {
@@ -229,6 +253,12 @@ impl RouteTask {
             silence_ms,
             relays,
             relay_fed: 0,
+            gap_unwarned: 0,
+            gap_warned_at: None,
+            speech_end_seen: 0,
+            heard_ends: VecDeque::new(),
+            speech_stalled_upto: 0,
+            redo: VecDeque::new(),
         }
     }
 
@@ -309,7 +339,10 @@ impl RouteTask {
                     }
                     self.write_pending();
                 }
-                _ = tick.tick() => self.on_tick(),
+                _ = tick.tick() => {
+                    self.on_tick();
+                    self.check_stall().await?;
+                }
             }
         }
     }

@@ -8,11 +8,15 @@ use tolk_plugin_api::TextRole;
 use super::{PER_MS, RouteTask, context::Turn, replay::Commit, slots::Slot};
 use crate::realtime::{CloseReason, Input, Output};
 
+/// A new response answers a cut-short one when its input reaches this close to that one's end.
+const REDO_SLACK_MS: u64 = 1000;
+
 impl RouteTask {
     /// Handles one output of session `generation`; returns the close reason when it closed.
     pub(super) fn on_output(&mut self, generation: u64, out: Output, old: bool) -> Option<CloseReason> {
         tracing::trace!(route = %self.stats.name, generation, "{out:?}");
         let live = if old { self.old.iter_mut().find(|l| l.generation == generation)? } else { self.live.as_mut()? };
+        live.heard = Instant::now();
         match out {
             // The service's positions are trusted no further than the input it was given:
             // any value (a buggy or hostile server's too) lands inside what was written.
@@ -127,18 +131,40 @@ impl RouteTask {
                 }
                 let (anchor, speech_end, user_item) = (c.upto, c.born, c.item);
                 let start_at = c.anchor;
-                // The input up to this commit has been used: no replay needed.
+                // The input up to this commit is used once the response is done (a drop before
+                // that replays it).
                 let used = anchor.min(live.base + live.written);
-                if !old && used > self.confirmed {
-                    self.confirmed = used;
-                    self.trim_confirmed();
-                }
-                self.utterances += 1;
+                // The answer again to a response cut short by a drop: it covers that input.
+                let redo = match self.redo.front() {
+                    Some(r) if used + REDO_SLACK_MS * PER_MS >= r.used => self.redo.pop_front(),
+                    _ => None,
+                };
+                let (utterance, skip) = match &redo {
+                    Some(r) => {
+                        self.stats.responses_resumed.fetch_add(1, Relaxed);
+                        tracing::info!(
+                            "route {}: utterance {} asked for again after a drop; {:.2} s of it were heard already",
+                            self.stats.name,
+                            r.utterance,
+                            r.heard as f64 / (PER_MS * 1000) as f64
+                        );
+                        (r.utterance, r.heard)
+                    }
+                    None => {
+                        self.utterances += 1;
+                        (self.utterances, 0)
+                    }
+                };
                 self.turns.push_back(Turn {
                     generation,
                     items: vec![user_item].into_iter().filter(|s| !s.is_empty()).collect(),
                 });
-                self.slots.push(Slot::new(generation, response_id, start_at, self.utterances, speech_end));
+                self.slots.push(Slot {
+                    used,
+                    skip,
+                    heard_before: skip,
+                    ..Slot::new(generation, response_id, start_at, utterance, speech_end)
+                });
                 self.advance();
                 // The new turn is under way: what falls out of `keep_turns` now is deleted while
                 // this response plays, so the server has it before it can start the next one.
@@ -167,12 +193,21 @@ impl RouteTask {
                 if status != "completed" {
                     tracing::warn!("route {}: response {response_id} ended {status}", self.stats.name);
                 }
+                if status == "failed" || status == "incomplete" {
+                    self.stats.responses_cut_short.fetch_add(1, Relaxed);
+                }
                 self.account(&usage);
                 if let Some(t) = self.turns.iter_mut().rev().find(|t| t.generation == generation) {
                     t.items.extend(output_item_ids);
                 }
                 if let Some(slot) = self.slots.find_mut(generation, &response_id) {
                     slot.done = true;
+                    // Its input has been answered: no replay needed.
+                    let used = slot.used;
+                    if !old && used > self.confirmed {
+                        self.confirmed = used;
+                        self.trim_confirmed();
+                    }
                 }
                 self.stats.responses.fetch_add(1, Relaxed);
                 self.advance();

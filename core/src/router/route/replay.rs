@@ -18,6 +18,8 @@ use crate::router::{Chunk, RATE, metrics::RouteState};
 const AHEAD_TURNS: usize = 2;
 /// Inputs queued ahead for a session before input waits in the replay buffer instead.
 const OUTBOX_AHEAD: usize = 64;
+/// Shortest time between two "replay buffer full" warnings.
+const GAP_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// One open session of the route.
 pub(super) struct Live {
@@ -52,6 +54,10 @@ pub(super) struct Live {
     pub(super) client_commits: VecDeque<Option<u64>>,
     /// A segment cut whose response has not started yet: no input is written meanwhile.
     pub(super) cut_unanswered: bool,
+    /// When the session's latest output came (stall detection, see [`super::watchdog`]).
+    pub(super) heard: Instant,
+    /// Since when the session has owed an event (none owed: `None`).
+    pub(super) owed_since: Option<Instant>,
 }
 
 impl Live {
@@ -123,6 +129,8 @@ impl RouteTask {
             outbox: VecDeque::new(),
             client_commits: VecDeque::new(),
             cut_unanswered: false,
+            heard: Instant::now(),
+            owed_since: None,
         });
         if replay {
             let replayed = self.first_written_upto.saturating_sub(self.confirmed);
@@ -237,13 +245,32 @@ impl RouteTask {
             let end = front.offset + n;
             let written_upto = self.live.as_ref().map(|l| l.base + l.written).unwrap_or(self.confirmed);
             if end > written_upto {
-                self.stats.gap_frames.fetch_add(end - written_upto.max(front.offset), Relaxed);
-                tracing::warn!("route {}: replay buffer full: {:.2} s of input lost", self.stats.name, n as f64 / 24e3);
+                let lost = end - written_upto.max(front.offset);
+                self.stats.gap_frames.fetch_add(lost, Relaxed);
+                self.warn_gap(lost);
             }
             self.confirmed = self.confirmed.max(end);
         }
         self.check_segment();
         self.write_pending();
+    }
+
+    /// Warns about input lost to a full replay buffer: at once the first time, then at most
+    /// every [`GAP_WARN_EVERY`] with the sum since the last warning (not once per chunk).
+    fn warn_gap(&mut self, frames: u64) {
+        self.gap_unwarned += frames;
+        if self.gap_warned_at.is_some_and(|t| t.elapsed() < GAP_WARN_EVERY) {
+            return;
+        }
+        self.gap_warned_at = Some(Instant::now());
+        let lost = std::mem::take(&mut self.gap_unwarned);
+        let total = self.stats.gap_frames.load(Relaxed);
+        tracing::warn!(
+            "route {}: replay buffer full: {:.2} s of input lost ({:.2} s in all)",
+            self.stats.name,
+            lost as f64 / f64::from(RATE),
+            total as f64 / f64::from(RATE)
+        );
     }
 
     /// Input frames received but not yet written to the live session.
@@ -258,6 +285,10 @@ impl RouteTask {
     }
 
     pub(super) fn trim_confirmed(&mut self) {
+        let slack = 1000 * PER_MS;
+        while self.heard_ends.front().is_some_and(|&e| e <= self.confirmed + slack) {
+            self.heard_ends.pop_front();
+        }
         while let Some(front) = self.pending.front() {
             if front.offset + front.samples.len() as u64 <= self.confirmed {
                 self.pending.pop_front();

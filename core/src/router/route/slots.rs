@@ -38,6 +38,24 @@ pub(super) struct Slot {
     /// Wall time the speech ended, for the ear-voice span.
     pub(super) speech_end: Option<Instant>,
     pub(super) first_audio: bool,
+    /// Route offset of the input it answers (used once the response is done).
+    pub(super) used: u64,
+    /// Leading frames not to play: what the listener already heard of the response it
+    /// replaces (see [`Redo`]); counts down as frames are skipped.
+    pub(super) skip: u64,
+    /// The skip it started with.
+    pub(super) heard_before: u64,
+}
+
+/// A response cut short by a dropped connection: the same input is answered again by the next
+/// session, and of that answer only what was not heard yet is played.
+pub(super) struct Redo {
+    /// Route offset of the input it answered.
+    pub(super) used: u64,
+    /// Frames of it played (or handed on to be played).
+    pub(super) heard: u64,
+    /// Its utterance number (the answer again keeps it).
+    pub(super) utterance: u64,
 }
 
 impl Slot {
@@ -61,6 +79,9 @@ impl Slot {
             utterance,
             speech_end,
             first_audio: false,
+            used: 0,
+            skip: 0,
+            heard_before: 0,
         }
     }
 }
@@ -85,6 +106,11 @@ pub(super) struct SlotQueue {
 }
 
 impl SlotQueue {
+    /// Every slot, in output order.
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Slot> {
+        self.slots.iter_mut()
+    }
+
     /// Appends the slot of a response that has started.
     pub(super) fn push(&mut self, slot: Slot) {
         self.slots.push_back(slot);
@@ -134,7 +160,13 @@ impl SlotQueue {
             }
             let audio = std::mem::take(&mut head.audio);
             let text = std::mem::take(&mut head.text);
-            for samples in audio {
+            for mut samples in audio {
+                if head.skip > 0 {
+                    // Already heard from the response this one replaces.
+                    let n = head.skip.min(samples.len() as u64);
+                    head.skip -= n;
+                    samples.drain(..n as usize);
+                }
                 if samples.is_empty() {
                     continue;
                 }
