@@ -21,5 +21,12 @@ impl RouteTask {
         {
             self.stats.tokens[i].fetch_add(n, Relaxed);
         }
+        // The budget holds at once, not at the control loop's next look: a run read faster
+        // than real time answers many turns in one of its ticks.
+        if let Some(budget) = self.settings().budget_usd
+            && self.shared.route_stats.iter().map(|r| r.cost_usd()).sum::<f64>() >= budget
+        {
+            self.shared.over_budget.store(true, Relaxed);
+        }
     }
 }

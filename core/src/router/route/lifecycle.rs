@@ -81,10 +81,9 @@ impl RouteTask {
         live_done && self.old.is_empty() && self.slots.all_done()
     }
 
-    pub(super) fn on_tick(&mut self) {
-        for l in self.old.iter_mut() {
-            l.flush();
-        }
+    /// Past the run's budget (any route's usage may have crossed it): no more input is sent, so
+    /// no new responses start. Returns whether the route is over budget.
+    pub(super) fn budget_reached(&mut self) -> bool {
         if self.shared.over_budget.load(Relaxed) && !self.over_budget {
             self.over_budget = true;
             self.stats.set_state(RouteState::OverBudget);
@@ -93,6 +92,14 @@ impl RouteTask {
                 live.send(Input::Clear);
             }
         }
+        self.over_budget
+    }
+
+    pub(super) fn on_tick(&mut self) {
+        for l in self.old.iter_mut() {
+            l.flush();
+        }
+        self.budget_reached();
         if self.over_budget
             && let Some(live) = &self.live
             && live.open_responses == 0

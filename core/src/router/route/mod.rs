@@ -287,7 +287,11 @@ impl RouteTask {
             let reserve_tx = self.live.as_ref().filter(|l| !l.outbox.is_empty()).map(|l| l.input.clone());
             // Lossless: input the session has not taken yet waits in the source (backpressure)
             // rather than overflowing the replay buffer.
-            let room = !self.lossless || self.unwritten() < self.settings().replay_buffer_ms.max(1000) * PER_MS / 2;
+            // Past the budget the input is read and dropped (nothing more is sent), so the route
+            // still sees its end.
+            let room = self.over_budget
+                || !self.lossless
+                || self.unwritten() < self.settings().replay_buffer_ms.max(1000) * PER_MS / 2;
             tokio::select! {
                 msg = rx.recv(), if !self.input_ended && room => match msg {
                     Some(RouteIn::Audio(c)) => {

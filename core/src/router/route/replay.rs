@@ -148,7 +148,7 @@ impl RouteTask {
 
     /// Writes pending input the live session has not had yet (not past a held cut).
     pub(super) fn write_pending(&mut self) {
-        if self.over_budget {
+        if self.budget_reached() {
             return;
         }
         let translation = self.translation();
@@ -162,10 +162,19 @@ impl RouteTask {
             // answered) by the server before it.
             return;
         }
-        if self.lossless && live.commits.len() >= AHEAD_TURNS {
+        if self.lossless {
             // Offline, input can run far ahead of the answers; the turns committed but not yet
-            // answered would all sit in the context. Wait for the answers.
-            return;
+            // answered would all sit in the context. Wait for the answers: for the commits the
+            // session reported, and — while it is busy with earlier turns, so this can never
+            // wait on a turn the service did not hear — for the utterance ends tolk's own
+            // detector found in what was written (the service's commits for them may still be
+            // on their way when input arrives faster than its events).
+            let slack = 1000 * PER_MS;
+            let written_ends = self.heard_ends.iter().filter(|&&e| e > self.confirmed + slack && e <= written).count();
+            let busy = !live.commits.is_empty() || live.open_responses > 0;
+            if live.commits.len() >= AHEAD_TURNS || (busy && written_ends >= AHEAD_TURNS) {
+                return;
+            }
         }
         let mut at = live.base + live.written;
         for c in &self.pending {
@@ -215,7 +224,7 @@ impl RouteTask {
     /// Takes a chunk from the source.
     pub(super) fn on_input(&mut self, chunk: Chunk) {
         let chunk = self.gate_and_floor(chunk);
-        if self.over_budget {
+        if self.budget_reached() {
             return;
         }
         if chunk.offset > self.received && self.received > 0 {
