@@ -316,10 +316,13 @@ fn old_turns_are_deleted_so_input_tokens_stay_flat() {
         route["max_input_tokens"].as_u64().unwrap()
     };
     // A long event (accelerated: read as fast as the engine takes it) re-reads no more
-    // context per turn than a short one that has reached its steady state.
+    // context per turn than a short one that has reached its steady state. The peak can be a
+    // turn or two above the steady state when a deletion reaches the server just after the
+    // next response started (timing, on a loaded machine); without deletion 60 turns would
+    // re-read four times what 15 do, so half again is still a clear line between the two.
     let short = max_tokens(15);
     let long = max_tokens(60);
-    assert!(long <= short + short / 5, "input tokens per turn grew from {short} to {long}");
+    assert!(long <= short + short / 2, "input tokens per turn grew from {short} to {long}");
 }
 
 #[test]
