@@ -384,6 +384,23 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_again_after_a_drop_plays_only_what_was_not_heard() {
+        let mut q = SlotQueue::default();
+        // 300 frames of the cut-short answer were heard; the new answer repeats them first.
+        q.push(Slot { skip: 300, heard_before: 300, ..Slot::new(2, "r".into(), ms(1000), 4, None) });
+        let r = q.find_mut(2, "r").expect("r");
+        r.audio.push(vec![1; 200]);
+        r.audio.push((0..250).collect());
+        let out = advance(&mut q, false);
+        // 200 + 100 frames skipped; the rest plays from the slot's start, with no gap.
+        assert_eq!(out, [Play::Audio { offset: ms(1000), samples: (100..250).collect(), ear_voice: None }]);
+        let r = q.find_mut(2, "r").expect("r");
+        assert_eq!((r.skip, r.played), (0, 150));
+        r.audio.push(vec![7; 10]);
+        assert_eq!(spans(&advance(&mut q, false)), [(ms(1000) + 150, 10)]);
+    }
+
+    #[test]
     fn a_cancelled_response_neither_plays_nor_holds_up_the_queue() {
         let mut q = SlotQueue { cursor: ms(300), ..SlotQueue::default() };
         q.push(Slot { done: true, first_audio: true, ..Slot::new(1, "x".into(), q.cursor, 0, None) });
