@@ -151,7 +151,8 @@ fn active_span(x: &[f32]) -> (usize, usize) {
 /// Checks that `got` carries `reference`: correlation, level, duration. The correlation is
 /// taken per 0.5 s segment, each re-aligned within ±25 ms of the global alignment, so that
 /// one scheduling hiccup on a loaded machine (a device xrun shifts the rest by a few ms) does
-/// not hide that the content arrived: at least 90 % of the segments must correlate above 0.9.
+/// not hide that the content arrived: at least 90 % of the segments (or all but one) must
+/// correlate above 0.9.
 fn assert_matches(what: &str, reference: &[f32], got: &[f32]) -> usize {
     let (lag, corr) = align(reference, got);
     let seg = RATE as usize / 2;
@@ -190,8 +191,10 @@ fn assert_matches(what: &str, reference: &[f32], got: &[f32]) -> usize {
         "{what}: correlation {corr:.3} at {:.1} ms; {good}/{total} segments above 0.9 ({shifted} shifted by a device hiccup); level {level_db:+.2} dB; speech {gd:.2} s of {rd:.2} s",
         lag as f32 * 1000.0 / RATE as f32
     );
+    // One segment may be the one a hiccup hit (the doc above); with the 9 segments of a 5 s
+    // take, 90 % alone would fail on it. Beyond that, 90 % must match.
     assert!(
-        total > 0 && good * 10 >= total * 9,
+        total > 0 && (good * 10 >= total * 9 || good + 1 == total),
         "{what}: only {good} of {total} segments match (global correlation {corr:.3})"
     );
     assert!(level_db.abs() < 1.0, "{what}: level off by {level_db:.2} dB");
