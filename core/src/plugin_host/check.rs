@@ -309,22 +309,8 @@ fn run_child(exe: &Path, args: &[&std::ffi::OsStr], stdin: &str, cwd: &Path) -> 
         let _ = input.write_all(stdin.as_bytes());
     }
     // Drain the pipes on threads so a chatty child cannot block on a full pipe.
-    let mut out = child.stdout.take();
-    let mut err = child.stderr.take();
-    let t_out = std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(o) = out.as_mut() {
-            let _ = o.read_to_string(&mut s);
-        }
-        s
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(e) = err.as_mut() {
-            let _ = e.read_to_string(&mut s);
-        }
-        s
-    });
+    let (out, err) = (child.stdout.take(), child.stderr.take());
+    let (t_out, t_err) = (drain(out), drain(err));
     let started = Instant::now();
     let status = loop {
         match child.try_wait() {
@@ -420,6 +406,18 @@ pub fn child_check(lib: &Path, kind: &str, id: &str, check: &str, config_dir: &P
     let line = ChildOutcome { outcome: outcome.label().into(), detail: outcome.detail().into() };
     crate::outln!("{}", serde_json::to_string(&line).unwrap_or_default());
     Ok(())
+}
+
+/// Reads a child's pipe to the end on a thread of its own, so a chatty child cannot block on a
+/// full pipe while the other is read; the thread returns what was read.
+pub(super) fn drain<R: std::io::Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_string(&mut s);
+        }
+        s
+    })
 }
 
 #[cfg(test)]

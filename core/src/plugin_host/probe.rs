@@ -13,7 +13,6 @@
 
 use std::{
     collections::BTreeMap,
-    io::Read,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -60,22 +59,8 @@ fn run(exe: &Path, files: &[PathBuf]) -> Result<(), (Option<usize>, String)> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| (None, format!("cannot start {}: {e}", exe.display())))?;
-    let mut out = child.stdout.take();
-    let mut err = child.stderr.take();
-    let t_out = std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(o) = out.as_mut() {
-            let _ = o.read_to_string(&mut s);
-        }
-        s
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(e) = err.as_mut() {
-            let _ = e.read_to_string(&mut s);
-        }
-        s
-    });
+    let (out, err) = (child.stdout.take(), child.stderr.take());
+    let (t_out, t_err) = (super::check::drain(out), super::check::drain(err));
     let limit = LIBRARY_TIMEOUT * u32::try_from(files.len()).unwrap_or(u32::MAX).max(1);
     let started = Instant::now();
     let mut timed_out = false;
