@@ -232,13 +232,15 @@ impl Shared {
         }
     }
 
-    /// Sends a text event of route `r` to its sinks.
+    /// Sends a text event of route `r` to its sinks (in lossless delivery waiting, like audio,
+    /// for a sink more than its buffer behind).
     pub fn deliver_text(&self, r: usize, item: TextItem) {
         if self.is_stopped(r) {
             return;
         }
+        let wait = self.wait();
         for &s in &self.plan.routes[r].sinks {
-            self.sink_lanes[s].push(SinkItem::Text { route: r, item: item.clone() }, None);
+            self.sink_lanes[s].push(SinkItem::Text { route: r, item: item.clone() }, wait);
         }
     }
 

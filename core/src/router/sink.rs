@@ -11,8 +11,10 @@
 //!
 //! **Flushing is bounded in time and in data, for every sink, live and lossless.** A sink that
 //! wrote something is flushed once [`FLUSH_INTERVAL`] of wall time has passed since its last
-//! flush, or once its stream (audio offsets and caption times, on the run's clock) has moved
-//! [`FLUSH_STREAM_MS`] past the point of that flush, whichever comes first. The wall bound
+//! flush, or once one of its streams (a route's output: audio offsets and caption times, on the
+//! run's clock; or a route's source transcripts, which run ahead of its output and so are
+//! measured apart) has moved [`FLUSH_STREAM_MS`] past the point of that flush, whichever comes
+//! first. The wall bound
 //! keeps a live run's files at most a second behind; the stream bound keeps a run processed
 //! faster than real time consistent across sinks, so after a `kill -9` its captions end about
 //! where its recording ends. Between flushes the plugins buffer (a write per block would cost
@@ -27,7 +29,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tolk_plugin_api::{AudioBlock, AudioFormat, AudioRole, PluginError, PluginKind, Samples, TextEvent};
+use tolk_plugin_api::{AudioBlock, AudioFormat, AudioRole, PluginError, PluginKind, Samples, TextEvent, TextRole};
 
 use super::{Control, MAX_RESTARTS, RATE, Shared, restart_delay, sink_lane::SinkItem, what};
 use crate::{audio::Converter, config::FailurePolicy, plugin_host::SinkInstance, shutdown::Level};
@@ -38,6 +40,11 @@ pub(crate) const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Most stream time (ms on the run's clock) a sink keeps written data unflushed.
 pub(crate) const FLUSH_STREAM_MS: u64 = 1_000;
 
+/// Which stream a written item moves: a route's output (its audio, floor and translations)
+/// or its source transcripts, which run ahead of the output (input is read ahead of the
+/// answers) and so are measured on their own.
+type StreamKey = (usize, bool);
+
 /// When a sink is due for a flush: the bookkeeping of the two bounds.
 #[derive(Debug)]
 struct FlushClock {
@@ -45,29 +52,38 @@ struct FlushClock {
     dirty: bool,
     /// Wall time of the last flush (or of the first write after it).
     since: Instant,
-    /// Furthest stream position written (ms).
-    stream_ms: u64,
-    /// Stream position at the last flush (ms).
-    flushed_ms: u64,
+    /// Per stream: (furthest position written, position at the last flush), in ms.
+    streams: Vec<(StreamKey, u64, u64)>,
+    /// Some stream moved [`FLUSH_STREAM_MS`] past its last flush.
+    stream_due: bool,
 }
 
 impl FlushClock {
     fn new() -> FlushClock {
-        FlushClock { dirty: false, since: Instant::now(), stream_ms: 0, flushed_ms: 0 }
+        FlushClock { dirty: false, since: Instant::now(), streams: vec![], stream_due: false }
     }
 
-    /// Something up to `stream_ms` was written.
-    fn wrote(&mut self, stream_ms: u64) {
+    /// Something up to `stream_ms` of stream `key` was written.
+    fn wrote(&mut self, key: StreamKey, stream_ms: u64) {
         if !self.dirty {
             // The wall bound counts from the first unflushed write: an idle sink owes nothing.
             self.dirty = true;
             self.since = Instant::now();
         }
-        self.stream_ms = self.stream_ms.max(stream_ms);
+        let i = match self.streams.iter().position(|s| s.0 == key) {
+            Some(i) => i,
+            None => {
+                self.streams.push((key, stream_ms, 0));
+                self.streams.len() - 1
+            }
+        };
+        let s = &mut self.streams[i];
+        s.1 = s.1.max(stream_ms);
+        self.stream_due |= s.1 >= s.2 + FLUSH_STREAM_MS;
     }
 
     fn due(&self) -> bool {
-        self.dirty && (self.since.elapsed() >= FLUSH_INTERVAL || self.stream_ms >= self.flushed_ms + FLUSH_STREAM_MS)
+        self.dirty && (self.stream_due || self.since.elapsed() >= FLUSH_INTERVAL)
     }
 
     /// How long the thread may wait for its lane before a flush is due.
@@ -78,7 +94,10 @@ impl FlushClock {
 
     fn flushed(&mut self) {
         self.dirty = false;
-        self.flushed_ms = self.stream_ms;
+        self.stream_due = false;
+        for s in &mut self.streams {
+            s.2 = s.1;
+        }
     }
 }
 
@@ -147,7 +166,7 @@ impl SinkThread {
             }
             if let Some(item) = lane.pop(clock.wait()) {
                 match self.busy(|t| t.handle(&mut instance, &item)) {
-                    Ok(Some(stream_ms)) => clock.wrote(stream_ms),
+                    Ok(Some((key, stream_ms))) => clock.wrote(key, stream_ms),
                     Ok(None) => {}
                     Err(e) => match self.recover(instance, e, Some(&item)) {
                         // A restarted instance has nothing of ours buffered.
@@ -271,9 +290,13 @@ impl SinkThread {
         None
     }
 
-    /// Delivers one item; returns the stream position (ms on the run's clock) up to which
-    /// audio or text was written, if anything was.
-    fn handle(&mut self, instance: &mut SinkInstance, item: &SinkItem) -> Result<Option<u64>, PluginError> {
+    /// Delivers one item; returns the stream it moved and the position (ms on the run's clock)
+    /// up to which audio or text was written, if anything was.
+    fn handle(
+        &mut self,
+        instance: &mut SinkInstance,
+        item: &SinkItem,
+    ) -> Result<Option<(StreamKey, u64)>, PluginError> {
         match *item {
             SinkItem::Audio { route, ref language, ref chunk, queued: _, floor } => {
                 let Some(format) = self.format else { return Ok(None) };
@@ -318,11 +341,11 @@ impl SinkThread {
                 let end_ms = (chunk.offset + chunk.samples.len() as u64) * 1000 / u64::from(RATE);
                 if floor {
                     // The floor is not the route's output: no latency or frame counts.
-                    return Ok(Some(end_ms));
+                    return Ok(Some(((route, false), end_ms)));
                 }
                 self.shared.route_stats[route].record_system(chunk.born.elapsed());
                 self.shared.sink_stats[self.idx].frames.fetch_add(chunk.samples.len() as u64, Relaxed);
-                Ok(Some(end_ms))
+                Ok(Some(((route, false), end_ms)))
             }
             SinkItem::Text { route, ref item } => {
                 if !self.pending.contains(&route) {
@@ -339,7 +362,7 @@ impl SinkThread {
                 );
                 instance.on_text(ev)?;
                 self.shared.sink_stats[self.idx].texts.fetch_add(1, Relaxed);
-                Ok(Some(item.end_ms))
+                Ok(Some(((route, item.role == TextRole::Source), item.end_ms)))
             }
             SinkItem::End { route } => {
                 self.pending.retain(|&r| r != route);
@@ -362,5 +385,35 @@ impl SinkThread {
                 Ok(None)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Source transcripts run far ahead of the output; they must not hide the output's own
+    /// progress from the stream bound (the cause of captions 10 s behind the recording after a
+    /// `kill -9` of a fast run).
+    #[test]
+    fn the_stream_bound_measures_output_and_source_transcripts_apart() {
+        let mut clock = FlushClock::new();
+        clock.wrote((0, true), 60_000);
+        assert!(clock.due(), "a new stream is measured from 0");
+        clock.flushed();
+        clock.wrote((0, false), 20_000);
+        assert!(clock.due());
+        clock.flushed();
+        clock.wrote((0, false), 20_600);
+        clock.wrote((0, true), 60_900);
+        assert!(!clock.due(), "neither stream moved a second");
+        clock.wrote((0, false), 21_000);
+        assert!(clock.due(), "the output moved a second past its flush");
+        clock.flushed();
+        // Another route's output is a stream of its own.
+        clock.wrote((1, false), 500);
+        assert!(!clock.due());
+        clock.wrote((1, false), 1_000);
+        assert!(clock.due());
     }
 }

@@ -9,7 +9,11 @@
 //!
 //! In lossless delivery a writer waits for room, up to the stall timeout; a sink that does not
 //! make room in time is marked **stalled** and from then on drops like a live one, until its
-//! queue has drained (then it is waited for again).
+//! queue has drained (then it is waited for again). Room is measured in audio for audio, and
+//! in **stream time** for text: a text item waits while it lies more than the lane's capacity
+//! past what the sink has taken. So in a lossless run no sink, text-only ones included, falls
+//! further behind its routes than the buffer, and the sinks of a run end up (and, after a
+//! crash, are left) about as far along one another.
 //!
 //! Every loss is counted **per route**: audio dropped from a full lane, what was queued when
 //! the lane closed (the sink failed or was abandoned), everything pushed to it after that, and
@@ -24,7 +28,7 @@ use std::{
 
 use tolk_plugin_api::TextRole;
 
-use super::Chunk;
+use super::{Chunk, RATE};
 
 /// Most text items queued before the oldest text is dropped too.
 pub const MAX_TEXT: usize = 10_000;
@@ -116,6 +120,12 @@ struct State {
     /// call, so it is only made when someone waits.
     waiting_readers: usize,
     waiting_writers: usize,
+    /// Per (route, source transcript or not): the furthest end (ms) of the text the sink has
+    /// taken. Source transcripts run ahead of the translations (input is read ahead of the
+    /// answers), so each stream of text is measured on its own.
+    taken_ms: BTreeMap<(usize, bool), u64>,
+    /// Text writers waiting for the sink to take text.
+    text_writers: usize,
 }
 
 /// A sink lane.
@@ -219,7 +229,34 @@ impl SinkLane {
                 }
                 st.audio_frames += n;
             }
-            SinkItem::Text { .. } => st.text_items += 1,
+            SinkItem::Text { route, item: text } => {
+                let ahead = (self.capacity_frames / (RATE as usize / 1000)) as u64;
+                let key = (*route, text.role == TextRole::Source);
+                let behind = |st: &State| text.end_ms > st.taken_ms.get(&key).copied().unwrap_or(0) + ahead;
+                if let Some(wait) = wait
+                    && !st.stalled
+                    && behind(&st)
+                    && !st.queue.is_empty()
+                {
+                    let deadline = Instant::now() + wait;
+                    while behind(&st) && !st.queue.is_empty() && !st.closed {
+                        let now = Instant::now();
+                        if now >= deadline {
+                            st.stalled = true;
+                            st.stalls += 1;
+                            break;
+                        }
+                        st.text_writers += 1;
+                        st = self.changed.wait_timeout(st, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+                        st.text_writers -= 1;
+                    }
+                    if st.closed {
+                        st.drop_item(&item);
+                        return;
+                    }
+                }
+                st.text_items += 1;
+            }
             SinkItem::End { .. } => {}
         }
         st.queue.push_back(item);
@@ -263,15 +300,22 @@ impl SinkLane {
             if let Some(item) = st.queue.pop_front() {
                 match &item {
                     SinkItem::Audio { chunk, .. } => st.audio_frames -= chunk.samples.len(),
-                    SinkItem::Text { .. } => st.text_items -= 1,
+                    SinkItem::Text { route, item } => {
+                        st.text_items -= 1;
+                        let taken = st.taken_ms.entry((*route, item.role == TextRole::Source)).or_default();
+                        *taken = (*taken).max(item.end_ms);
+                    }
                     SinkItem::End { .. } => {}
                 }
                 if st.queue.is_empty() {
                     st.stalled = false;
                 }
                 // A waiting (lossless) writer is woken once the lane is half empty, so it
-                // refills it in a burst rather than one item per wake-up.
-                if st.waiting_writers > 0 && st.audio_frames <= self.capacity_frames / 2 {
+                // refills it in a burst rather than one item per wake-up; a text writer
+                // whenever the sink takes text (or the lane drains).
+                let audio_due = st.waiting_writers > 0 && st.audio_frames <= self.capacity_frames / 2;
+                let text_due = st.text_writers > 0 && (matches!(item, SinkItem::Text { .. }) || st.queue.is_empty());
+                if audio_due || text_due {
                     self.changed.notify_all();
                 }
                 return Some(item);
@@ -390,6 +434,70 @@ mod tests {
         let t = Instant::now();
         lane.push(audio(150, 100), Some(Duration::from_secs(10)));
         assert!(t.elapsed() < Duration::from_secs(5));
+    }
+
+    fn text_at(end_ms: u64) -> SinkItem {
+        match text() {
+            SinkItem::Text { route, mut item } => {
+                item.end_ms = end_ms;
+                SinkItem::Text { route, item }
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    /// A text-only sink in a lossless run: a caption more than the lane's capacity (100 frames
+    /// = 4 ms here) past what the sink took waits until the sink takes up to it.
+    #[test]
+    fn lossless_text_waits_for_a_sink_more_than_its_buffer_behind() {
+        let lane = Arc::new(SinkLane::new(100));
+        lane.set_text_only();
+        lane.push(text_at(10), None);
+        lane.push(text_at(12), None);
+        let reader = {
+            let lane = Arc::clone(&lane);
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(150));
+                lane.pop(Duration::ZERO).unwrap(); // taken: 10 ms, the writer still waits (20 > 10 + 4)
+                std::thread::sleep(Duration::from_millis(150));
+                lane.pop(Duration::ZERO).unwrap(); // taken: 12 ms, and the queue is empty
+            })
+        };
+        let t = Instant::now();
+        lane.push(text_at(20), Some(Duration::from_secs(30)));
+        assert!(t.elapsed() >= Duration::from_millis(300), "the caption did not wait for the sink");
+        reader.join().unwrap();
+        assert!(matches!(lane.pop(Duration::ZERO), Some(SinkItem::Text { item, .. }) if item.end_ms == 20));
+        // Within the buffer (taken: 20 ms): no wait, though the queue is not empty.
+        lane.push(text_at(21), None);
+        let t = Instant::now();
+        lane.push(text_at(23), Some(Duration::from_secs(30)));
+        assert!(t.elapsed() < Duration::from_secs(10));
+        assert_eq!(lane.counts().stalls, 0);
+        // A sink that takes nothing is declared stalled after the wait, and the text is kept.
+        lane.push(text_at(100), Some(Duration::from_millis(20)));
+        assert_eq!(lane.counts().stalls, 1);
+        assert_eq!(lane.counts().dropped_text, 0);
+    }
+
+    /// Source transcripts run ahead of the translations: taking one does not count as having
+    /// taken the translations up to it.
+    #[test]
+    fn lossless_text_measures_each_role_on_its_own() {
+        let lane = SinkLane::new(100);
+        lane.set_text_only();
+        let source = match text_at(1_000) {
+            SinkItem::Text { route, mut item } => {
+                item.role = TextRole::Source;
+                SinkItem::Text { route, item }
+            }
+            _ => unreachable!(),
+        };
+        lane.push(source, None);
+        lane.pop(Duration::ZERO).unwrap();
+        lane.push(text_at(1), None);
+        lane.push(text_at(50), Some(Duration::from_millis(20)));
+        assert_eq!(lane.counts().stalls, 1, "the translation 50 ms ahead of the sink did not wait");
     }
 
     fn of(route: usize, floor: bool, offset: u64, n: usize) -> SinkItem {

@@ -65,6 +65,11 @@ impl RouteTask {
             TextRole::Source => Arc::from(self.source_language.as_str()),
             TextRole::Translation => Arc::clone(&self.target_language),
         };
-        self.shared.deliver_text(self.r, TextItem { role, is_final, utterance_id, language, text, start_ms, end_ms });
+        let item = TextItem { role, is_final, utterance_id, language, text, start_ms, end_ms };
+        if self.lossless {
+            tokio::task::block_in_place(|| self.shared.deliver_text(self.r, item));
+        } else {
+            self.shared.deliver_text(self.r, item);
+        }
     }
 }
