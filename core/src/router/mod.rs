@@ -513,6 +513,10 @@ fn control_loop(
         }
         if hard_deadline.is_none() && level >= Level::Now {
             hard_deadline = Some(now + Duration::from_secs(3));
+            // Idle sink threads sleep until their lane wakes them: they stop now.
+            for lane in &shared.sink_lanes {
+                lane.wake();
+            }
         }
         if let Some(d) = drain_deadline
             && now >= d

@@ -330,6 +330,13 @@ impl SinkLane {
         }
     }
 
+    /// Wakes the reader waiting in [`pop`](Self::pop) without giving it anything (it has
+    /// something else to look at: the run is stopping).
+    pub fn wake(&self) {
+        let _st = self.lock();
+        self.changed.notify_all();
+    }
+
     /// Discards everything queued and every later push (the sink is gone); wakes waiters.
     pub fn close(&self) {
         let mut st = self.lock();
