@@ -125,11 +125,19 @@ pub fn run(args: &RunArgs) -> u8 {
     } else {
         None
     };
+    let (hub, listen_server) = match start_listen(&config, &rt) {
+        Ok(x) => x,
+        Err(msg) => {
+            crate::errln!("error: {}: {msg}", config.file);
+            return exit::RUNTIME;
+        }
+    };
     let options = RunOptions {
         status_line: !args.no_status && std::io::stderr().is_terminal(),
         json_status: args.json_status.clone(),
         prometheus: args.prometheus.clone(),
         interval: Duration::from_millis(if args.interval_ms == 0 { 1000 } else { args.interval_ms }),
+        listen: hub.clone(),
     };
     let config = Arc::new(config);
     let outcome = match router::run(Arc::clone(&config), Arc::new(registry), engine, rt.handle(), shutdown, &options) {
@@ -142,12 +150,53 @@ pub fn run(args: &RunArgs) -> u8 {
         }
     };
     print_summary(&config, &outcome);
+    if let Some(hub) = &hub {
+        print_listeners(hub);
+    }
+    if let Some(s) = listen_server {
+        rt.block_on(s.shutdown());
+    }
+    if let Some(hub) = &hub {
+        hub.stop();
+    }
     if let Some(s) = server {
         rt.block_on(async { tokio::time::timeout(Duration::from_secs(2), s.shutdown()).await.ok() });
     }
     // Sessions are closed by now; a hung plugin thread must not keep the process alive.
     rt.shutdown_timeout(Duration::from_secs(2));
     outcome.exit
+}
+
+/// Starts the listener hub and server of `[listen]` (nothing without the section) and prints
+/// the page's URL on stderr.
+fn start_listen(
+    config: &Config,
+    rt: &tokio::runtime::Runtime,
+) -> Result<(Option<Arc<crate::listen::Hub>>, Option<crate::listen::ListenServer>), String> {
+    let (Some(settings), Some(hub)) = (&config.listen, crate::listen::Hub::start(config)?) else {
+        return Ok((None, None));
+    };
+    let server = rt.block_on(crate::listen::ListenServer::start(settings, Arc::clone(&hub)))?;
+    crate::errln!("listeners: {}", server.url());
+    Ok((Some(hub), Some(server)))
+}
+
+/// Per offered language: the most listeners at once and what slow listeners skipped.
+fn print_listeners(hub: &crate::listen::Hub) {
+    for c in &hub.channels {
+        let mut line = format!(
+            "  listeners {:<8} peak {}  packets {}  skipped by slow listeners {}",
+            c.code,
+            c.peak_listeners.load(Relaxed),
+            c.packets.load(Relaxed),
+            c.dropped.load(Relaxed)
+        );
+        let lost = c.input_dropped.load(Relaxed);
+        if lost > 0 {
+            line += &format!("  route audio dropped {:.1} s", lost as f64 / 24_000.0);
+        }
+        crate::outln!("{line}");
+    }
 }
 
 /// Starts the engine the translated routes talk to: for `provider = "local"` without a `url`,

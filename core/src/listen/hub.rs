@@ -1,0 +1,336 @@
+//! The listener hub: per offered language, the route's output turned into a paced 20 ms packet
+//! stream (Opus, encoded **once**, and 16-bit PCM), fanned out to every listener of that
+//! language through a `tokio::sync::broadcast` channel, plus its captions as JSON.
+//!
+//! ```text
+//!  route (deliver_audio) ─try_send─▶ per-language inbox (bounded; full: counted, dropped)
+//!                                        │
+//!  one "tolk-listen" thread, every 20 ms: take 480 samples per language (silence when the
+//!  route has nothing), encode Opus once, frame PCM once ─broadcast─▶ every listener task
+//!  route (deliver_text)  ─────────────── caption JSON ─broadcast─▶ every listener task
+//! ```
+//!
+//! Nothing here waits for a listener: `broadcast` keeps the last [`PACKETS_KEPT`] packets and a
+//! listener that falls further behind skips its own oldest ones (tokio's `Lagged`), which are
+//! counted per language ([`Channel::dropped`]). A route never waits for the hub either: its
+//! push is a `try_send`.
+//!
+//! The output of a translated route comes in bursts (a response's audio arrives faster than
+//! it plays) with silence between them; the thread plays it out at real time and fills the
+//! gaps with silence, so a listener's jitter buffer sees one steady stream.
+
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use tokio::sync::broadcast;
+use tokio_tungstenite::tungstenite::{Bytes, Utf8Bytes};
+use tolk_plugin_api::TextRole;
+
+use crate::{
+    config::{Config, FLOOR},
+    router::{Chunk, RATE, plan::Plan, sink_lane::TextItem},
+};
+
+/// Samples in one packet: 20 ms at 24 kHz.
+pub const FRAME: usize = (RATE as usize) / 50;
+/// The packet period.
+pub const FRAME_PERIOD: Duration = Duration::from_millis(20);
+/// Packets a listener may fall behind before it skips its oldest (2 s).
+pub const PACKETS_KEPT: usize = 100;
+/// Bytes of the header before every packet's payload: sequence (u32 BE), send time (u64 BE,
+/// µs since the Unix epoch).
+pub const HEADER_BYTES: usize = 12;
+/// Chunks a route may have queued for the hub before further ones are dropped (and counted).
+const INBOX_CHUNKS: usize = 4_096;
+/// Audio a language may have waiting to play before its oldest is dropped (30 s).
+const MAX_PENDING: usize = 30 * RATE as usize;
+/// Opus bitrate (bit/s): speech, mono.
+const OPUS_BITRATE: i32 = 32_000;
+
+/// One offered language.
+pub struct Channel {
+    /// The route language (`es`, `pt-BR`, `floor`).
+    pub code: String,
+    /// Its name in its own language (`Español`); for the floor, "Floor" and the source's.
+    pub name: String,
+    /// The untranslated original.
+    pub floor: bool,
+    /// The language actually spoken (the source's for the floor).
+    pub spoken: String,
+    /// Opus packets (header + one Opus frame).
+    pub opus: broadcast::Sender<Bytes>,
+    /// PCM packets (header + 480 samples, i16 little-endian).
+    pub pcm: broadcast::Sender<Bytes>,
+    /// Caption JSON text frames.
+    pub captions: broadcast::Sender<Utf8Bytes>,
+    /// Listeners connected now.
+    pub listeners: AtomicU64,
+    /// Most listeners at once.
+    pub peak_listeners: AtomicU64,
+    /// Packets listeners skipped because they fell behind (sum over listeners).
+    pub dropped: AtomicU64,
+    /// Route audio (24 kHz frames) the hub dropped: inbox full or too much waiting.
+    pub input_dropped: AtomicU64,
+    /// Packets produced.
+    pub packets: AtomicU64,
+    inbox: Sender<Chunk>,
+}
+
+impl Channel {
+    /// Counts one more listener.
+    pub fn join(&self) {
+        let n = self.listeners.fetch_add(1, Relaxed) + 1;
+        self.peak_listeners.fetch_max(n, Relaxed);
+    }
+
+    /// Counts one listener less.
+    pub fn leave(&self) {
+        self.listeners.fetch_sub(1, Relaxed);
+    }
+}
+
+/// The hub of a run: the channels, which route feeds which, and the pacing thread.
+pub struct Hub {
+    /// Offered languages, in `[listen] routes` order.
+    pub channels: Vec<Arc<Channel>>,
+    /// Per route index: the channel its audio and captions go to.
+    by_route: Vec<Option<usize>>,
+    /// Per route index: the floor channel its source transcripts also go to (the first
+    /// translated route of each source that has an offered floor).
+    source_text_to: Vec<Option<usize>>,
+    stop: Arc<AtomicBool>,
+    thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let codes: Vec<&str> = self.channels.iter().map(|c| c.code.as_str()).collect();
+        f.debug_struct("Hub").field("channels", &codes).finish()
+    }
+}
+
+impl Hub {
+    /// Builds the hub for `config`'s `[listen]` section and starts its pacing thread; `None`
+    /// without the section. `Err` when the Opus encoder cannot be created.
+    pub fn start(config: &Config) -> Result<Option<Arc<Hub>>, String> {
+        let Some(listen) = &config.listen else { return Ok(None) };
+        let plan = Plan::new(config);
+        let mut channels = vec![];
+        let mut inboxes = vec![];
+        let mut by_route = vec![None; plan.routes.len()];
+        let mut source_text_to = vec![None; plan.routes.len()];
+        for code in &listen.routes {
+            let Some(r) = plan.routes.iter().position(|r| &r.language == code) else { continue };
+            let floor = code == FLOOR;
+            let spoken = if floor { config.sources[plan.routes[r].source].language.clone() } else { code.clone() };
+            let name = if floor {
+                format!("Floor · {}", super::names::native_name(&spoken))
+            } else {
+                super::names::native_name(code).to_string()
+            };
+            let (tx, rx) = crossbeam_channel::bounded(INBOX_CHUNKS);
+            let c = channels.len();
+            by_route[r] = Some(c);
+            if floor {
+                let src = plan.routes[r].source;
+                if let Some(t) = plan.routes.iter().position(|x| x.source == src && !x.is_floor() && x.via.is_none()) {
+                    source_text_to[t] = Some(c);
+                }
+            }
+            channels.push(Arc::new(Channel {
+                code: code.clone(),
+                name,
+                floor,
+                spoken,
+                opus: broadcast::channel(PACKETS_KEPT).0,
+                pcm: broadcast::channel(PACKETS_KEPT).0,
+                captions: broadcast::channel(256).0,
+                listeners: AtomicU64::new(0),
+                peak_listeners: AtomicU64::new(0),
+                dropped: AtomicU64::new(0),
+                input_dropped: AtomicU64::new(0),
+                packets: AtomicU64::new(0),
+                inbox: tx,
+            }));
+            inboxes.push(rx);
+        }
+        let mut encoders = vec![];
+        for c in &channels {
+            let mut e = opus::Encoder::new(RATE, opus::Channels::Mono, opus::Application::Audio)
+                .map_err(|e| format!("listen: cannot create the Opus encoder for \"{}\": {e}", c.code))?;
+            e.set_bitrate(opus::Bitrate::Bits(OPUS_BITRATE))
+                .map_err(|e| format!("listen: cannot set the Opus bitrate: {e}"))?;
+            encoders.push(e);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let pacer = Pacer {
+            channels: channels.clone(),
+            inboxes,
+            encoders,
+            pending: channels.iter().map(|_| VecDeque::new()).collect(),
+            stop: Arc::clone(&stop),
+        };
+        let thread = std::thread::Builder::new()
+            .name("tolk-listen".into())
+            .spawn(move || pacer.run())
+            .map_err(|e| format!("listen: cannot start the packet thread: {e}"))?;
+        Ok(Some(Arc::new(Hub {
+            channels,
+            by_route,
+            source_text_to,
+            stop,
+            thread: std::sync::Mutex::new(Some(thread)),
+        })))
+    }
+
+    /// The channel of language `code`.
+    pub fn channel(&self, code: &str) -> Option<&Arc<Channel>> {
+        self.channels.iter().find(|c| c.code.eq_ignore_ascii_case(code))
+    }
+
+    /// Route `r`'s output audio (never waits).
+    pub fn audio(&self, r: usize, chunk: &Chunk) {
+        let Some(Some(c)) = self.by_route.get(r) else { return };
+        let ch = &self.channels[*c];
+        match ch.inbox.try_send(chunk.clone()) {
+            Ok(()) => {}
+            Err(TrySendError::Full(c) | TrySendError::Disconnected(c)) => {
+                ch.input_dropped.fetch_add(c.samples.len() as u64, Relaxed);
+            }
+        }
+    }
+
+    /// Route `r`'s text event, as a caption for its listeners (never waits).
+    pub fn text(&self, r: usize, item: &TextItem) {
+        let mut json: Option<Utf8Bytes> = None;
+        let targets = [
+            self.by_route.get(r).copied().flatten(),
+            match item.role {
+                TextRole::Source => self.source_text_to.get(r).copied().flatten(),
+                TextRole::Translation => None,
+            },
+        ];
+        for c in targets.into_iter().flatten() {
+            let text = json.get_or_insert_with(|| caption_json(item)).clone();
+            // No receiver: nobody listens; not a loss.
+            let _ = self.channels[c].captions.send(text);
+        }
+    }
+
+    /// Stops the pacing thread (listeners' audio ends).
+    pub fn stop(&self) {
+        self.stop.store(true, Relaxed);
+        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+    }
+}
+
+/// The caption frame of a text event.
+pub fn caption_json(item: &TextItem) -> Utf8Bytes {
+    let role = match item.role {
+        TextRole::Source => "source",
+        TextRole::Translation => "translation",
+    };
+    serde_json::json!({
+        "type": "caption",
+        "role": role,
+        "final": item.is_final,
+        "utterance": item.utterance_id,
+        "language": &*item.language,
+        "text": item.text,
+        "start_ms": item.start_ms,
+        "end_ms": item.end_ms,
+    })
+    .to_string()
+    .into()
+}
+
+/// A packet: the header, then `payload`.
+pub fn packet(seq: u32, payload: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(HEADER_BYTES + payload.len());
+    out.extend_from_slice(&seq.to_be_bytes());
+    let us = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
+    out.extend_from_slice(&us.to_be_bytes());
+    out.extend_from_slice(payload);
+    out.into()
+}
+
+/// The pacing thread's state.
+struct Pacer {
+    channels: Vec<Arc<Channel>>,
+    inboxes: Vec<Receiver<Chunk>>,
+    encoders: Vec<opus::Encoder>,
+    pending: Vec<VecDeque<i16>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Pacer {
+    fn run(mut self) {
+        let start = Instant::now();
+        let mut seq: u32 = 0;
+        let mut frame = vec![0i16; FRAME];
+        let mut pcm = vec![0u8; FRAME * 2];
+        let mut opus_out = vec![0u8; 1500];
+        while !self.stop.load(Relaxed) {
+            // Absolute deadlines: a late tick is made up by the next, the rate never drifts.
+            let due = start + FRAME_PERIOD * seq;
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            } else if now - due > Duration::from_millis(200) {
+                // Far behind (the machine stalled): skip ahead rather than burst.
+                seq += ((now - due).as_millis() / FRAME_PERIOD.as_millis()) as u32;
+                continue;
+            }
+            for c in 0..self.channels.len() {
+                let ch = &self.channels[c];
+                let pending = &mut self.pending[c];
+                while let Ok(chunk) = self.inboxes[c].try_recv() {
+                    pending.extend(chunk.samples.iter().copied());
+                }
+                if pending.len() > MAX_PENDING {
+                    let over = pending.len() - MAX_PENDING;
+                    pending.drain(..over);
+                    ch.input_dropped.fetch_add(over as u64, Relaxed);
+                }
+                let n = pending.len().min(FRAME);
+                for (i, s) in frame.iter_mut().enumerate() {
+                    *s = if i < n { pending[i] } else { 0 };
+                }
+                pending.drain(..n);
+                ch.packets.fetch_add(1, Relaxed);
+                // Encoded once per language, whoever listens; skipped only with nobody at all.
+                if ch.opus.receiver_count() > 0 {
+                    match self.encoders[c].encode(&frame, &mut opus_out) {
+                        Ok(len) => {
+                            let _ = ch.opus.send(packet(seq, &opus_out[..len]));
+                        }
+                        Err(e) => tracing::warn!("listen: Opus encoding for \"{}\" failed: {e}", ch.code),
+                    }
+                }
+                if ch.pcm.receiver_count() > 0 {
+                    for (i, s) in frame.iter().enumerate() {
+                        pcm[2 * i..2 * i + 2].copy_from_slice(&s.to_le_bytes());
+                    }
+                    let _ = ch.pcm.send(packet(seq, &pcm));
+                }
+            }
+            seq = seq.wrapping_add(1);
+        }
+    }
+}
