@@ -379,7 +379,18 @@ async fn listener<S: AsyncRead + AsyncWrite + Unpin>(
         let closing = matches!(out, Message::Close(_));
         let ok = matches!(tokio::time::timeout(WRITE_TIMEOUT, tx.send(out)).await, Ok(Ok(())));
         if closing || !ok {
-            if closing {
+            if closing && ok {
+                // Wait (briefly) for the client's answering close frame, reading what it still
+                // sends, so the connection ends cleanly and the page sees our close code rather
+                // than a reset (1006).
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    while let Some(Ok(m)) = rx.next().await {
+                        if m.is_close() {
+                            break;
+                        }
+                    }
+                })
+                .await;
                 let _ = tokio::time::timeout(Duration::from_secs(1), tx.close()).await;
             }
             return;

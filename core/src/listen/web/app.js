@@ -9,7 +9,7 @@
 const $ = (id) => document.getElementById(id);
 const stats = {
   codec: null, connected: false, connects: 0, reconnects: 0, packets: 0, decoded: 0, decodeErrors: 0,
-  lastSeq: -1, gaps: 0, underruns: 0, played: 0, skipped: 0, bufferedMs: 0, playing: false, rms: 0,
+  lastSeq: -1, gaps: 0, underruns: 0, played: 0, skipped: 0, bufferedMs: 0, playing: false, rms: 0, peakRms: 0,
   rttMs: null, captions: [], closeCodes: [],
 };
 window.tolkStats = stats;
@@ -130,6 +130,7 @@ function meter() {
   let sum = 0;
   for (let i = 0; i < buf.length; i++) sum += buf[i] * buf[i];
   stats.rms = Math.sqrt(sum / buf.length);
+  stats.peakRms = Math.max(stats.peakRms, stats.rms);
 }
 
 function mediaSession(name) {
@@ -190,6 +191,7 @@ function connect() {
   sock.onopen = () => {
     stats.connected = true;
     stats.connects++;
+    stats.lastSeq = -1;
     retry = 250;
     if (opus) {
       decoder = new AudioDecoder({ output: decoded, error: () => { stats.decodeErrors++; } });

@@ -1,0 +1,381 @@
+//! The listener web app (`[listen]`) of a real `tolk run`: the embedded local engine, a WAV
+//! source played in real time (looped), two languages, served on 127.0.0.1.
+//!
+//! - In real headless Chromium (`tests/browser/listener.mjs`, Debian's chromium driven by
+//!   playwright-core; `tests/browser/setup.sh` installs both, scripts/test.sh calls it): the page
+//!   lists the languages, plays the chosen one after the click (WebCodecs Opus; decoded frames,
+//!   AnalyserNode level, no underrun in steady state), shows that route's captions only,
+//!   reconnects by itself after the server closes its socket, and falls back to PCM without
+//!   WebCodecs. A 390×844 screenshot goes to `target/artefacts/listener.png`. Without chromium
+//!   the test prints a skip note (fails under `CI`).
+//! - The server drop is real and not a test hook: `max_listener_s` (a documented setting that
+//!   bounds how long one connection lives) makes the server close each listener's socket.
+//! - From raw clients: only the page's fixed paths are served (traversal and unknown paths get
+//!   404), and a malformed WebSocket frame ends only the client that sent it while another
+//!   listener's packets go on without a gap.
+//! - `tolk check` refuses plain HTTP on a non-loopback address and unknown route languages,
+//!   naming the key.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::Message;
+use tolk_tests::{root, run, target_dir, tolk, write, write_wav_i16};
+
+/// A `tolk run` with a `[listen]` section, killed when dropped.
+struct Listening {
+    child: Child,
+    /// `http://127.0.0.1:PORT/`.
+    url: String,
+    /// stderr lines after the URL.
+    lines: mpsc::Receiver<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Listening {
+    /// Starts the run with `extra` in `[listen]`; returns once it prints the page's URL.
+    fn start(extra: &str) -> Listening {
+        let dir = tempfile::tempdir().unwrap();
+        // Short utterances with pauses, so the engine answers (and captions) every ~2 s.
+        let (samples, _) = crate::run::speech(4, 1200, 900);
+        write_wav_i16(&dir.path().join("talk.wav"), 24_000, 1, &samples);
+        let config = write(
+            dir.path(),
+            "listen.toml",
+            &format!(
+                r#"
+[listen]
+address = "127.0.0.1:0"
+title = "Integration test"
+{extra}
+
+[engine]
+provider = "local"
+
+[[source]]
+id = "stage"
+plugin = "tolk.wav"
+language = "en"
+[source.config]
+path = "talk.wav"
+realtime = true
+loop = true
+
+[[route]]
+source = "stage"
+to = ["es", "fr"]
+"#
+            ),
+        );
+        let mut child = tolk()
+            .args(["run", "--no-status"])
+            .arg(&config)
+            .current_dir(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tolk");
+        let (tx, lines) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let url = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(l) => {
+                    if let Some(u) = l.strip_prefix("listeners: ") {
+                        break u.trim().to_string();
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("tolk run printed no `listeners: URL` line within 30 s");
+                }
+            }
+        };
+        Listening { child, url, lines, _dir: dir }
+    }
+
+    fn addr(&self) -> String {
+        self.url.trim_start_matches("http://").trim_end_matches('/').to_string()
+    }
+
+    /// Ends the run with SIGTERM (a graceful stop) and returns its stdout (the summary).
+    fn stop(mut self) -> String {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "tolk run did not stop within 20 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        while self.lines.try_recv().is_ok() {}
+        let mut out = String::new();
+        self.child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        out
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One raw HTTP request; returns (status, body).
+fn http(addr: &str, request_line: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "{request_line}\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// `tests/browser` when Debian's chromium and playwright-core are installed. Without them: a
+/// skip note, or a panic when `CI` is set (as for the device tests).
+fn browser_ready(test: &str) -> Option<PathBuf> {
+    let dir = root().join("tests/browser");
+    if Path::new("/usr/bin/chromium").exists() && dir.join("node_modules/playwright-core").exists() {
+        return Some(dir);
+    }
+    let ci = std::env::var("CI").map(|v| !v.is_empty() && v != "false" && v != "0").unwrap_or(false);
+    assert!(!ci, "{test}: CI is set but chromium or playwright-core is missing: run tests/browser/setup.sh");
+    eprintln!("skipping {test}: no chromium or playwright-core; run tests/browser/setup.sh (scripts/test.sh does)");
+    None
+}
+
+#[test]
+fn listener_page_plays_the_chosen_language_with_its_captions_reconnects_and_falls_back_to_pcm() {
+    let Some(browser) = browser_ready("listener_page_plays_the_chosen_language") else { return };
+    let max_listener_s = 6;
+    let run = Listening::start(&format!("max_listener_s = {max_listener_s}"));
+    let artefacts = target_dir().join("artefacts");
+    std::fs::create_dir_all(&artefacts).unwrap();
+    let shot = artefacts.join("listener.png");
+    let _ = std::fs::remove_file(&shot);
+    let out = Command::new("node")
+        .current_dir(&browser)
+        .arg("listener.mjs")
+        .arg(&run.url)
+        .args(["es,fr", "es", "fr"])
+        .arg(&shot)
+        .arg(max_listener_s.to_string())
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("listener.mjs: {stdout}{stderr}");
+    assert!(out.status.success(), "the browser checks failed:\n{stderr}\n{stdout}");
+    let figures: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(figures["listed"], serde_json::json!(["es", "fr"]));
+    assert_eq!(figures["names"], serde_json::json!(["Español", "Français"]));
+    assert_eq!(figures["opus"]["underruns_steady"], 0);
+    assert_eq!(figures["pcm"]["underruns_steady"], 0);
+    let png = std::fs::read(&shot).expect("the screenshot");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let summary = run.stop();
+    for lang in ["es", "fr"] {
+        let line = summary
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("listeners {lang} ")))
+            .unwrap_or_else(|| panic!("no listener line for {lang} in the summary:\n{summary}"));
+        assert!(!line.contains("peak 0 "), "{line}");
+    }
+}
+
+/// Packets read by a raw listener: how many, the last sequence number, and jumps in it.
+#[derive(Default)]
+struct Seq {
+    last: Option<u32>,
+    gaps: u32,
+}
+
+impl Seq {
+    /// Reads `n` more PCM packets from `ws`.
+    async fn take<S>(&mut self, ws: &mut tokio_tungstenite::WebSocketStream<S>, n: usize)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let mut got = 0;
+        while got < n {
+            match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+                Ok(Some(Ok(Message::Binary(b)))) => {
+                    assert_eq!(b.len(), 12 + 960, "header + 480 samples");
+                    let seq = u32::from_be_bytes(b[..4].try_into().unwrap());
+                    if self.last.is_some_and(|l| seq != l.wrapping_add(1)) {
+                        self.gaps += 1;
+                    }
+                    self.last = Some(seq);
+                    got += 1;
+                }
+                Ok(Some(Ok(_))) => {}
+                other => panic!("the listener lost its stream: {other:?}"),
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_server_serves_only_its_paths_and_a_malformed_frame_ends_only_its_sender() {
+    let run = Listening::start("");
+    let addr = run.addr();
+    let a = addr.clone();
+    let answers = tokio::task::spawn_blocking(move || {
+        let mut out = vec![];
+        for line in [
+            "GET / HTTP/1.1",
+            "GET /app.js HTTP/1.1",
+            "GET /worklet.js HTTP/1.1",
+            "GET /../Cargo.toml HTTP/1.1",
+            "GET /%2e%2e/Cargo.toml HTTP/1.1",
+            "GET /..%2fCargo.toml HTTP/1.1",
+            "GET //etc/passwd HTTP/1.1",
+            "GET /web/app.js HTTP/1.1",
+            "GET /listen.toml HTTP/1.1",
+            "GET /talk.wav HTTP/1.1",
+            "POST / HTTP/1.1",
+            "GET /ws?lang=de HTTP/1.1",
+            "GET /ws?lang=es&codec=mp3 HTTP/1.1",
+            "GET /ws?lang=es HTTP/1.1",
+            "GET /api/languages HTTP/1.1",
+        ] {
+            out.push((line, http(&a, line)));
+        }
+        out
+    })
+    .await
+    .unwrap();
+    let status: Vec<(&str, u16)> = answers.iter().map(|(l, (s, _))| (*l, *s)).collect();
+    assert_eq!(
+        status,
+        [
+            ("GET / HTTP/1.1", 200),
+            ("GET /app.js HTTP/1.1", 200),
+            ("GET /worklet.js HTTP/1.1", 200),
+            ("GET /../Cargo.toml HTTP/1.1", 404),
+            ("GET /%2e%2e/Cargo.toml HTTP/1.1", 404),
+            ("GET /..%2fCargo.toml HTTP/1.1", 404),
+            ("GET //etc/passwd HTTP/1.1", 404),
+            ("GET /web/app.js HTTP/1.1", 404),
+            ("GET /listen.toml HTTP/1.1", 404),
+            ("GET /talk.wav HTTP/1.1", 404),
+            ("POST / HTTP/1.1", 405),
+            ("GET /ws?lang=de HTTP/1.1", 404),
+            ("GET /ws?lang=es&codec=mp3 HTTP/1.1", 400),
+            ("GET /ws?lang=es HTTP/1.1", 426),
+            ("GET /api/languages HTTP/1.1", 200),
+        ]
+    );
+    assert!(answers[0].1.1.contains("<title>Integration test</title>"));
+    let langs: serde_json::Value = serde_json::from_str(&answers[14].1.1).unwrap();
+    assert_eq!(
+        langs["languages"],
+        serde_json::json!([
+            {"code": "es", "name": "Español", "floor": false, "spoken": "es"},
+            {"code": "fr", "name": "Français", "floor": false, "spoken": "fr"},
+        ])
+    );
+
+    // Listener A takes PCM; its packets are numbered every 20 ms.
+    let (mut a, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?lang=es&codec=pcm")).await.unwrap();
+    let hello = match a.next().await.unwrap().unwrap() {
+        Message::Text(t) => serde_json::from_str::<serde_json::Value>(&t).unwrap(),
+        m => panic!("expected the hello frame, got {m:?}"),
+    };
+    assert_eq!((hello["type"].as_str(), hello["codec"].as_str()), (Some("hello"), Some("pcm")));
+    let mut seq = Seq::default();
+    seq.take(&mut a, 25).await;
+
+    // Client B: a valid upgrade, then a frame with a reserved opcode.
+    let mut b = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    b.write_all(
+        format!(
+            "GET /ws?lang=es&codec=opus HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = vec![0u8; 129];
+    let n = b.read(&mut head).await.unwrap();
+    assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head[..n]));
+    b.write_all(&[0x83, 0x84, 1, 2, 3, 4, 0xde, 0xad, 0xbe, 0xef]).await.unwrap();
+    // The server ends B: its reads reach the end within a few seconds.
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match b.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the server kept the connection that sent a malformed frame");
+    // A went on without a gap.
+    seq.take(&mut a, 50).await;
+    assert_eq!(seq.gaps, 0, "listener A skipped packets while B misbehaved");
+    drop(a);
+    run.stop();
+}
+
+#[test]
+fn listen_config_errors_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = r#"
+[engine]
+provider = "local"
+
+[[source]]
+id = "stage"
+plugin = "tolk.tone"
+language = "en"
+
+[[route]]
+source = "stage"
+to = ["es", "floor"]
+"#;
+    let cases = [
+        (
+            "[listen]\naddress = \"0.0.0.0:8090\"\n",
+            "listen.address: plain HTTP on 0.0.0.0:8090 (not loopback): browsers play audio only in a secure \
+             context; set listen.tls_cert and listen.tls_key, or listen on 127.0.0.1",
+        ),
+        ("[listen]\nroutes = [\"de\"]\n", "listen.routes[0]: no route produces \"de\" (routes produce: es, floor)"),
+        ("[listen]\ntls_cert = \"cert.pem\"\n", "listen.tls_key: missing: tls_cert needs its private key"),
+        ("[listen]\naddress = \"localhost\"\n", "listen.address: \"localhost\" is not an address with a port"),
+        ("[listen]\nport = 1\n", "listen.port: unknown"),
+    ];
+    for (section, expected) in cases {
+        let config = write(dir.path(), "bad.toml", &format!("{section}{base}"));
+        let r = run(tolk().arg("check").arg(&config));
+        assert_eq!(r.code, 2, "{section}: {}", r.stderr);
+        assert!(
+            r.stderr.contains(&format!("bad.toml: {expected}")),
+            "{section}: expected `{expected}` in:\n{}",
+            r.stderr
+        );
+    }
+    let ok = write(dir.path(), "ok.toml", &format!("[listen]\nroutes = [\"floor\", \"es\"]\n{base}"));
+    let r = run(tolk().arg("check").arg(&ok));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
