@@ -43,8 +43,9 @@ use crate::{
 pub const FRAME: usize = (RATE as usize) / 50;
 /// The packet period.
 pub const FRAME_PERIOD: Duration = Duration::from_millis(20);
-/// Packets a listener may fall behind before it skips its oldest (2 s).
-pub const PACKETS_KEPT: usize = 100;
+/// Packets a listener may fall behind before it skips its oldest (2.56 s; a power of two, as
+/// tokio's broadcast rounds its capacity up to one).
+pub const PACKETS_KEPT: usize = 128;
 /// Bytes of the header before every packet's payload: sequence (u32 BE), send time (u64 BE,
 /// µs since the Unix epoch).
 pub const HEADER_BYTES: usize = 12;
@@ -332,5 +333,91 @@ impl Pacer {
             }
             seq = seq.wrapping_add(1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub() -> Arc<Hub> {
+        let text = r#"
+[listen]
+[[source]]
+id = "stage"
+plugin = "tolk.tone"
+language = "en"
+[[route]]
+source = "stage"
+to = ["floor", "es"]
+"#;
+        let (config, errors) = crate::config::parse_str(text, "t.toml", std::path::Path::new("."));
+        assert!(errors.is_empty(), "{errors:?}");
+        Hub::start(&config).unwrap().unwrap()
+    }
+
+    fn samples(p: &Bytes) -> Vec<i16> {
+        p[HEADER_BYTES..].chunks(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect()
+    }
+
+    #[tokio::test]
+    async fn a_burst_is_played_out_in_20_ms_packets_then_silence() {
+        let hub = hub();
+        assert_eq!(hub.channels.iter().map(|c| c.code.as_str()).collect::<Vec<_>>(), ["floor", "es"]);
+        let es = Arc::clone(hub.channel("es").unwrap());
+        let mut rx = es.pcm.subscribe();
+        // 50 ms of a ramp arrives at once (a response's audio comes faster than it plays).
+        let burst: Vec<i16> = (1..=1200).collect();
+        let chunk = Chunk { offset: 0, samples: Arc::from(burst.clone()), born: Instant::now() };
+        // Route 1 is `es`: wait for a packet first so the burst is not split by a tick.
+        rx.recv().await.unwrap();
+        hub.audio(1, &chunk);
+        let mut got = vec![];
+        let mut seqs = vec![];
+        let start = Instant::now();
+        while got.len() < 1200 + 2 * FRAME {
+            let p = rx.recv().await.unwrap();
+            seqs.push(u32::from_be_bytes(p[..4].try_into().unwrap()));
+            let s = samples(&p);
+            assert_eq!(s.len(), FRAME);
+            // Skip the silent packets before the burst arrived.
+            if got.is_empty() && s.iter().all(|&x| x == 0) {
+                continue;
+            }
+            got.extend(s);
+        }
+        assert_eq!(&got[..1200], &burst[..], "the burst in order, nothing lost");
+        assert!(got[1200..].iter().all(|&x| x == 0), "silence after it");
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "consecutive packets: {seqs:?}");
+        // 5+ packets of 20 ms: paced at real time, not sent at once (lower bound only).
+        assert!(start.elapsed() >= Duration::from_millis(60), "{:?}", start.elapsed());
+        assert_eq!(es.input_dropped.load(Relaxed), 0);
+        hub.stop();
+    }
+
+    #[tokio::test]
+    async fn a_listener_that_does_not_read_skips_its_own_oldest_packets_only() {
+        let hub = hub();
+        let floor = Arc::clone(hub.channel("floor").unwrap());
+        let mut slow = floor.opus.subscribe();
+        let mut fast = floor.opus.subscribe();
+        let mut last = None;
+        // More packets than the PACKETS_KEPT a listener may fall behind.
+        for _ in 0..(PACKETS_KEPT + 30) {
+            let p = fast.recv().await.unwrap();
+            let seq = u32::from_be_bytes(p[..4].try_into().unwrap());
+            if let Some(l) = last {
+                assert_eq!(seq, l + 1, "the reading listener misses nothing");
+            }
+            last = Some(seq);
+            assert!(p.len() > HEADER_BYTES, "an Opus packet follows the header");
+        }
+        match slow.recv().await {
+            Err(broadcast::error::RecvError::Lagged(n)) => assert!(n >= 30, "{n}"),
+            other => panic!("the idle listener should have lagged: {other:?}"),
+        }
+        // After skipping, it reads the newest packets kept.
+        assert!(slow.recv().await.is_ok());
+        hub.stop();
     }
 }
