@@ -178,6 +178,22 @@ fn start_listen(
     };
     let server = rt.block_on(crate::listen::ListenServer::start(settings, Arc::clone(&hub)))?;
     crate::errln!("listeners: {}", server.url());
+    if settings.tls == Some(crate::config::listen::ListenTls::SelfSigned) {
+        crate::errln!(
+            "warning: {}: listen.tls_self_signed: a certificate made just now, for a trial only: every browser warns \
+             that the connection is not private and listeners must accept that first; give listen.tls_cert and \
+             listen.tls_key for an event",
+            config.file
+        );
+    }
+    // The QR code for phones, on a terminal only (a log gets the URL line above).
+    if std::io::stderr().is_terminal() {
+        let url = crate::listen::listener_url(settings, &server.url());
+        match crate::listen::qr(&url) {
+            Ok(q) => crate::errln!("listeners open {url}:\n{q}"),
+            Err(e) => tracing::warn!("{e}"),
+        }
+    }
     Ok((Some(hub), Some(server)))
 }
 

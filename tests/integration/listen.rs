@@ -110,7 +110,8 @@ to = ["es", "fr"]
     }
 
     fn addr(&self) -> String {
-        self.url.trim_start_matches("http://").trim_end_matches('/').to_string()
+        let rest = self.url.split_once("://").map_or(self.url.as_str(), |(_, r)| r);
+        rest.trim_end_matches('/').to_string()
     }
 
     /// Ends the run with SIGTERM (a graceful stop) and returns its stdout (the summary).
@@ -339,6 +340,27 @@ async fn listener_server_serves_only_its_paths_and_a_malformed_frame_ends_only_i
 }
 
 #[test]
+fn a_self_signed_trial_certificate_serves_a_secure_page_that_plays_with_a_warning() {
+    let Some(browser) = browser_ready("a_self_signed_trial_certificate") else { return };
+    let run = Listening::start("tls_self_signed = true");
+    assert!(run.url.starts_with("https://127.0.0.1:"), "{}", run.url);
+    let warning = run.lines.recv_timeout(Duration::from_secs(5)).expect("a line after the URL");
+    assert!(
+        warning.contains("warning: ")
+            && warning.contains("listen.tls_self_signed: a certificate made just now, for a trial only"),
+        "{warning}"
+    );
+    let port = run.addr().rsplit_once(':').unwrap().1.to_string();
+    let out = Command::new("node").current_dir(&browser).args(["secure.mjs", &port, "fr"]).output().expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    eprintln!("secure.mjs: {stdout}");
+    // Plain HTTP to the TLS port gets no page.
+    let (status, _) = http(&run.addr(), "GET / HTTP/1.1");
+    assert_eq!(status, 0, "plain HTTP must not be answered on the TLS port");
+}
+
+#[test]
 fn listen_config_errors_name_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let base = r#"
@@ -364,6 +386,11 @@ to = ["es", "floor"]
         ("[listen]\ntls_cert = \"cert.pem\"\n", "listen.tls_key: missing: tls_cert needs its private key"),
         ("[listen]\naddress = \"localhost\"\n", "listen.address: \"localhost\" is not an address with a port"),
         ("[listen]\nport = 1\n", "listen.port: unknown"),
+        (
+            "[listen]\ntls_self_signed = true\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n",
+            "listen.tls_self_signed: conflicts with tls_cert and tls_key",
+        ),
+        ("[listen]\npublic_url = \"event.example.org\"\n", "listen.public_url: \"event.example.org\" is not an http"),
     ];
     for (section, expected) in cases {
         let config = write(dir.path(), "bad.toml", &format!("{section}{base}"));
@@ -375,7 +402,12 @@ to = ["es", "floor"]
             r.stderr
         );
     }
-    let ok = write(dir.path(), "ok.toml", &format!("[listen]\nroutes = [\"floor\", \"es\"]\n{base}"));
+    // A self-signed certificate is TLS: allowed on any address.
+    let ok = write(
+        dir.path(),
+        "ok.toml",
+        &format!("[listen]\naddress = \"0.0.0.0:8443\"\ntls_self_signed = true\nroutes = [\"floor\", \"es\"]\n{base}"),
+    );
     let r = run(tolk().arg("check").arg(&ok));
     assert_eq!(r.code, 0, "{}", r.stderr);
 }

@@ -20,8 +20,11 @@ pub struct ListenSettings {
     pub address: SocketAddr,
     /// The page's title (event name).
     pub title: String,
-    /// PEM certificate chain and key (both or neither), resolved against the config's directory.
-    pub tls: Option<(PathBuf, PathBuf)>,
+    /// HTTPS: from PEM files, or a self-signed certificate made at start (a trial).
+    pub tls: Option<ListenTls>,
+    /// The URL listeners open (behind a proxy, or the machine's LAN name), for the QR code;
+    /// `None`: the address's own URL.
+    pub public_url: Option<String>,
     /// A code listeners must give (`?code=`) to get the language list and the audio.
     pub event_code: Option<String>,
     /// The route languages offered (canonical tags and `floor`), in config order.
@@ -33,6 +36,20 @@ pub struct ListenSettings {
     pub max_listeners: usize,
 }
 
+/// Where the listener server's certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenTls {
+    /// PEM certificate chain and key, resolved against the config's directory.
+    Files {
+        /// The chain, leaf first.
+        cert: PathBuf,
+        /// Its private key.
+        key: PathBuf,
+    },
+    /// Made at start for `localhost`, the address and the public URL's host: browsers warn.
+    SelfSigned,
+}
+
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawListen {
@@ -40,6 +57,9 @@ pub(super) struct RawListen {
     title: Option<String>,
     tls_cert: Option<String>,
     tls_key: Option<String>,
+    #[serde(default)]
+    tls_self_signed: bool,
+    public_url: Option<String>,
     event_code: Option<String>,
     routes: Option<Vec<String>>,
     max_listener_s: Option<u64>,
@@ -81,8 +101,14 @@ pub(super) fn validate(
     let tls = match (&raw.tls_cert, &raw.tls_key) {
         (Some(c), Some(k)) => {
             let (c, k) = (resolve(c), resolve(k));
+            if raw.tls_self_signed {
+                err(
+                    "listen.tls_self_signed".into(),
+                    "conflicts with tls_cert and tls_key: use one or the other".into(),
+                );
+            }
             match crate::tls::server_config(&c, &k) {
-                Ok(_) => Some((c, k)),
+                Ok(_) => Some(ListenTls::Files { cert: c, key: k }),
                 Err(e) => {
                     let key = if e.starts_with("TLS key") { "listen.tls_key" } else { "listen.tls_cert" };
                     err(key.into(), e);
@@ -98,9 +124,9 @@ pub(super) fn validate(
             err("listen.tls_cert".into(), "missing: tls_key needs its certificate".into());
             None
         }
-        (None, None) => None,
+        (None, None) => raw.tls_self_signed.then_some(ListenTls::SelfSigned),
     };
-    if raw.tls_cert.is_none() && raw.tls_key.is_none() && !address.ip().is_loopback() {
+    if raw.tls_cert.is_none() && raw.tls_key.is_none() && !raw.tls_self_signed && !address.ip().is_loopback() {
         err(
             "listen.address".into(),
             format!(
@@ -108,6 +134,13 @@ pub(super) fn validate(
                  listen.tls_cert and listen.tls_key, or listen on 127.0.0.1"
             ),
         );
+    }
+    if let Some(u) = &raw.public_url
+        && (!(u.starts_with("http://") || u.starts_with("https://"))
+            || u.len() < 10
+            || u.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        err("listen.public_url".into(), format!("\"{u}\" is not an http:// or https:// URL"));
     }
     let title = raw.title.unwrap_or_else(|| "tolk".to_string());
     if title.trim().is_empty() || title.chars().count() > 200 {
@@ -162,5 +195,14 @@ pub(super) fn validate(
             5_000
         }
     };
-    ListenSettings { address, title, tls, event_code: raw.event_code, routes: offered, max_listener_s, max_listeners }
+    ListenSettings {
+        address,
+        title,
+        tls,
+        public_url: raw.public_url,
+        event_code: raw.event_code,
+        routes: offered,
+        max_listener_s,
+        max_listeners,
+    }
 }

@@ -44,3 +44,37 @@ pub mod server;
 
 pub use hub::Hub;
 pub use server::ListenServer;
+
+/// `text` (a URL) as a QR code for a terminal: two modules per character cell, the dark modules
+/// drawn as spaces on light blocks, so it scans on the usual dark terminal background.
+pub fn qr(text: &str) -> Result<String, String> {
+    use qrcode::render::unicode::Dense1x2;
+    let code = qrcode::QrCode::new(text.as_bytes()).map_err(|e| format!("cannot make a QR code of {text}: {e}"))?;
+    Ok(code.render::<Dense1x2>().dark_color(Dense1x2::Light).light_color(Dense1x2::Dark).quiet_zone(true).build())
+}
+
+/// The URL listeners open: `public_url`, else the server's own; with `?code=` when the event
+/// has a code.
+pub fn listener_url(settings: &crate::config::listen::ListenSettings, server_url: &str) -> String {
+    let base = settings.public_url.as_deref().unwrap_or(server_url);
+    match &settings.event_code {
+        Some(code) => format!("{base}{}code={code}", if base.contains('?') { '&' } else { '?' }),
+        None => base.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_qr_code_is_a_square_of_block_characters() {
+        let q = qr("https://192.168.1.20:8443/?code=acme-2026").unwrap();
+        let lines: Vec<&str> = q.lines().collect();
+        let width = lines[0].chars().count();
+        // Version 3 (29 modules) + 4-module quiet zones = 37 wide, two rows per line.
+        assert_eq!(width, 37, "{q}");
+        assert_eq!(lines.len(), 37usize.div_ceil(2));
+        assert!(lines.iter().all(|l| l.chars().count() == width && l.chars().all(|c| " ▀▄█".contains(c))));
+    }
+}

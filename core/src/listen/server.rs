@@ -48,7 +48,10 @@ use tokio_tungstenite::{
 };
 
 use super::{assets, hub, hub::Hub};
-use crate::{config::listen::ListenSettings, serve::http};
+use crate::{
+    config::listen::{ListenSettings, ListenTls},
+    serve::http,
+};
 
 /// How long a client has to send its request head (and finish TLS).
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -77,7 +80,19 @@ impl ListenServer {
     /// line naming the address or the TLS file.
     pub async fn start(settings: &ListenSettings, hub: Arc<Hub>) -> Result<ListenServer, String> {
         let acceptor = match &settings.tls {
-            Some((cert, key)) => Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(cert, key)?)),
+            Some(ListenTls::Files { cert, key }) => {
+                Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(cert, key)?))
+            }
+            Some(ListenTls::SelfSigned) => {
+                let mut names = vec!["localhost".to_string()];
+                if !settings.address.ip().is_unspecified() {
+                    names.push(settings.address.ip().to_string());
+                }
+                if let Some(host) = settings.public_url.as_deref().and_then(url_host) {
+                    names.push(host);
+                }
+                Some(tokio_rustls::TlsAcceptor::from(crate::tls::self_signed(names)?))
+            }
             None => None,
         };
         let listener = TcpListener::bind(settings.address)
@@ -155,6 +170,17 @@ async fn connection(
             }
         }
     }
+}
+
+/// The host of an `http(s)://host[:port]/…` URL (brackets of an IPv6 address removed).
+fn url_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    (!host.is_empty()).then(|| host.to_string())
 }
 
 /// Resolves once the server is told to stop (or is gone).
@@ -415,6 +441,14 @@ mod tests {
         assert_eq!(q[2], ("code".into(), "a-b".into()));
         assert_eq!(q[3], ("x".into(), "".into()));
         assert_eq!(decode("%zz%4"), "%zz%4");
+    }
+
+    #[test]
+    fn hosts_of_public_urls() {
+        assert_eq!(url_host("https://event.example.org/listen").as_deref(), Some("event.example.org"));
+        assert_eq!(url_host("https://192.168.1.20:8443/").as_deref(), Some("192.168.1.20"));
+        assert_eq!(url_host("https://[fd00::1]:8443").as_deref(), Some("fd00::1"));
+        assert_eq!(url_host("nonsense"), None);
     }
 
     #[test]
