@@ -7,7 +7,8 @@
 // URL the listener page, LANGS the codes it must list (comma-separated), PLAY the language to
 // listen to, OTHER another offered language (its captions must not show up), SCREENSHOT where
 // the 390×844 picture goes, MAX_LISTENER_S the server's connection lifetime (it closes each
-// listener's socket after that; the page must reconnect by itself).
+// listener's socket after that; the page must reconnect by itself). The PCM page is also
+// shot, in dark mode, next to SCREENSHOT (`-dark-pcm.png`).
 //
 // Proves from inside the page: the languages listed; after the click, Opus packets decoded
 // through WebCodecs and played (decoded frames counted, AnalyserNode RMS above silence), no
@@ -81,6 +82,11 @@ try {
   await page.click(`#language-list input[value="${play}"] + span`);
   await page.click("#listen");
   const first = await waitFor(page, "first packets decoded", (s) => s.decoded > 10 && s.playing, 5000);
+  const media = await page.evaluate(() => navigator.mediaSession.metadata && {
+    title: navigator.mediaSession.metadata.title, artist: navigator.mediaSession.metadata.artist,
+    state: navigator.mediaSession.playbackState });
+  result.media_session = media;
+  check(media && media.title === names[expected.indexOf(play)] && media.state === "playing", `Media Session metadata (${JSON.stringify(media)})`);
   result.codec = first.codec;
   check(first.codec === "opus", `codec is opus where WebCodecs exists (got ${first.codec})`);
   // Steady state: from 1 s after the start until just before the server closes the socket.
@@ -133,7 +139,7 @@ try {
   await ctx.close();
 
   // ---- PCM fallback: no WebCodecs ----
-  const ctx2 = await browser.newContext({ viewport: { width: 390, height: 844 } });
+  const ctx2 = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, colorScheme: "dark" });
   await ctx2.addInitScript(() => {
     delete window.AudioDecoder;
   });
@@ -157,6 +163,10 @@ try {
     caption: pcmCaptions.captions.find((c) => c.role === "translation" && c.final).text,
   };
   check(result.pcm.caption.startsWith(`[${other}] utterance`), `PCM page shows ${other} captions`);
+  const bg = await page2.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  result.pcm.dark_background = bg;
+  check(bg === "rgb(13, 17, 23)", `dark colours under prefers-color-scheme: dark (${bg})`);
+  await page2.screenshot({ path: screenshot.replace(/\.png$/, "-dark-pcm.png") });
   check(!pcmCaptions.captions.some((c) => c.text.includes(`[${play}]`)), `no ${play} caption on the ${other} page`);
   await ctx2.close();
 } finally {

@@ -340,6 +340,43 @@ async fn listener_server_serves_only_its_paths_and_a_malformed_frame_ends_only_i
 }
 
 #[test]
+fn the_event_code_guards_languages_and_audio_and_max_listeners_is_enforced() {
+    let run = Listening::start("event_code = \"acme-1\"\nmax_listeners = 1");
+    let addr = run.addr();
+    assert_eq!(http(&addr, "GET /api/languages HTTP/1.1").0, 401);
+    assert_eq!(http(&addr, "GET /api/languages?code=acme-2 HTTP/1.1").0, 401);
+    assert_eq!(http(&addr, "GET /api/languages?code=acme-1 HTTP/1.1").0, 200);
+    // The page itself loads (it asks for the code).
+    assert_eq!(http(&addr, "GET / HTTP/1.1").0, 200);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let refused = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?lang=es")).await;
+        assert!(
+            matches!(&refused, Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 401),
+            "{refused:?}"
+        );
+        let (mut first, _) =
+            tokio_tungstenite::connect_async(format!("ws://{addr}/ws?lang=es&code=acme-1")).await.unwrap();
+        assert!(matches!(first.next().await, Some(Ok(Message::Text(_)))), "the hello frame");
+        let second = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?lang=fr&code=acme-1")).await;
+        assert!(
+            matches!(&second, Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 503),
+            "{second:?}"
+        );
+        drop(first);
+        // Its slot is free again once the first listener has gone.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match tokio_tungstenite::connect_async(format!("ws://{addr}/ws?lang=fr&code=acme-1")).await {
+                Ok(_) => break,
+                Err(e) => assert!(Instant::now() < deadline, "no slot after the first listener left: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}
+
+#[test]
 fn a_self_signed_trial_certificate_serves_a_secure_page_that_plays_with_a_warning() {
     let Some(browser) = browser_ready("a_self_signed_trial_certificate") else { return };
     let run = Listening::start("tls_self_signed = true");

@@ -395,6 +395,33 @@ to = ["floor", "es"]
         hub.stop();
     }
 
+    #[test]
+    fn source_transcripts_also_caption_the_floor_translations_only_their_language() {
+        let hub = hub();
+        let (floor, es) = (hub.channel("floor").unwrap(), hub.channel("es").unwrap());
+        let (mut f, mut e) = (floor.captions.subscribe(), es.captions.subscribe());
+        let item = |role, text: &str| TextItem {
+            role,
+            is_final: true,
+            utterance_id: 3,
+            language: Arc::from(if role == TextRole::Source { "en" } else { "es" }),
+            text: text.into(),
+            start_ms: 1000,
+            end_ms: 2500,
+        };
+        hub.text(1, &item(TextRole::Source, "[en] utterance 3"));
+        hub.text(1, &item(TextRole::Translation, "[es] utterance 3"));
+        let json = |t: Utf8Bytes| serde_json::from_str::<serde_json::Value>(&t).unwrap();
+        let got_es: Vec<_> = [e.try_recv().unwrap(), e.try_recv().unwrap()].map(json).into();
+        assert_eq!(got_es[0]["role"], "source");
+        assert_eq!(got_es[1]["text"], "[es] utterance 3");
+        assert_eq!(got_es[1]["start_ms"], 1000);
+        assert_eq!(got_es[1]["type"], "caption");
+        assert_eq!(json(f.try_recv().unwrap())["text"], "[en] utterance 3");
+        assert!(f.try_recv().is_err(), "no translation on the floor");
+        hub.stop();
+    }
+
     #[tokio::test]
     async fn a_listener_that_does_not_read_skips_its_own_oldest_packets_only() {
         let hub = hub();
