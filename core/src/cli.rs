@@ -336,6 +336,10 @@ fn check(path: &Path, verbose: u8) -> u8 {
             if r.sinks.is_empty() { "none".into() } else { r.sinks.join(", ") }
         );
     }
+    if let Some(l) = &config.listen {
+        let scheme = if l.tls.is_some() { "https" } else { "http" };
+        crate::outln!("  listeners: {scheme}://{}/ offers {}", l.address, l.routes.join(", "));
+    }
     let translated = config.routes.iter().flat_map(|r| &r.to).filter(|l| *l != config::FLOOR).count();
     if translated > 0 {
         let per_route = crate::router::cost::estimate_per_hour(&config.run.prices, config.run.keep_turns);

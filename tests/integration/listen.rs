@@ -447,4 +447,11 @@ to = ["es", "floor"]
     );
     let r = run(tolk().arg("check").arg(&ok));
     assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("  listeners: https://0.0.0.0:8443/ offers floor, es\n"), "{}", r.stdout);
+    assert!(!r.stderr.contains("warning"), "{}", r.stderr);
+    // Listeners of a run read faster than real time are warned about.
+    let lossless = write(dir.path(), "lossless.toml", &format!("[run]\ndelivery = \"lossless\"\n[listen]\n{base}"));
+    let r = run(tolk().arg("check").arg(&lossless));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("lossless.toml: listen: run.delivery is \"lossless\""), "{}", r.stderr);
 }

@@ -178,6 +178,12 @@ pub fn parse_str(text: &str, file: &str, dir: &Path) -> (Config, Vec<ConfigError
     if config.routes.is_empty() {
         config.warnings.push(format!("{file}: no [[route]]: nothing will be interpreted"));
     }
+    if config.listen.is_some() && config.run.delivery == super::run::Delivery::Lossless {
+        config.warnings.push(format!(
+            "{file}: listen: run.delivery is \"lossless\" (sources read faster than real time): listeners hear \
+             the routes at real time and lose what runs more than 30 s ahead"
+        ));
+    }
     for s in &config.sources {
         if !config.routes.iter().any(|r| r.source == s.id) {
             config.warnings.push(format!("{file}: {}: source \"{}\" is not used by any route", s.key, s.id));
