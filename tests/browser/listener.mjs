@@ -101,12 +101,17 @@ try {
     underruns_steady: steady.s.underruns - before.underruns,
     buffered_ms: steady.s.bufferedMs,
     rtt_ms: steady.s.rttMs,
+    transit_ms: steady.s.transitMs,
+    output_latency_ms: steady.s.outputLatencyMs,
+    send_to_speaker_ms: steady.s.delayMs,
     gaps: steady.s.gaps,
   };
   const framesPerSec = ((steady.s.decoded - before.decoded) * 1000) / steadyMs;
   result.opus.frames_per_s = framesPerSec;
   check(framesPerSec > 40 && framesPerSec < 60, `~50 frames/s decoded in steady state (got ${framesPerSec})`);
   check(steady.s.decodeErrors === 0, "no decode errors");
+  // The figure is reported, not judged here (speed is for benchmarks, not test assertions).
+  check(steady.s.delayMs > steady.s.bufferedMs, `the indicator's delay is computed (${steady.s.delayMs})`);
   check(steady.s.underruns === before.underruns, `no underrun in steady state (${result.opus.underruns_steady})`);
   await page.screenshot({ path: screenshot });
   // The server closes the socket after max_listener_s; the page reconnects and plays again.

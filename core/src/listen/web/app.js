@@ -10,7 +10,7 @@ const $ = (id) => document.getElementById(id);
 const stats = {
   codec: null, connected: false, connects: 0, reconnects: 0, packets: 0, decoded: 0, decodeErrors: 0,
   lastSeq: -1, gaps: 0, underruns: 0, played: 0, skipped: 0, bufferedMs: 0, playing: false, rms: 0, peakRms: 0,
-  rttMs: null, captions: [], closeCodes: [],
+  rttMs: null, transitMs: null, delayMs: null, outputLatencyMs: 0, captions: [], closeCodes: [],
 };
 window.tolkStats = stats;
 
@@ -223,6 +223,10 @@ function onPacket(buf) {
   if (stats.lastSeq >= 0 && seq !== (stats.lastSeq + 1) >>> 0) stats.gaps++;
   stats.lastSeq = seq;
   stats.packets++;
+  // Send time (µs since the epoch, the server's clock): the transit is exact on one machine
+  // and includes the clock offset elsewhere, so the indicator shows it only when plausible.
+  const sentMs = Number(view.getBigUint64(4)) / 1000;
+  stats.transitMs = performance.timeOrigin + performance.now() - sentMs;
   const payload = new Uint8Array(buf, 12);
   if (decoder) {
     decoder.decode(new EncodedAudioChunk({ type: "key", timestamp: seq * 20000, data: payload }));
@@ -297,6 +301,14 @@ function caption(m) {
 function indicator() {
   const parts = [];
   if (stats.connected) parts.push(`${stats.codec}`);
+  // From the server sending a packet to its sound leaving the speaker: transit + the jitter
+  // buffer + the audio output's own latency.
+  const output = ctx ? ((ctx.baseLatency || 0) + (ctx.outputLatency || 0)) * 1000 : 0;
+  stats.outputLatencyMs = output;
+  if (stats.transitMs !== null && stats.transitMs >= 0 && stats.transitMs < 10000) {
+    stats.delayMs = stats.transitMs + stats.bufferedMs + output;
+    parts.push(`delay ${Math.round(stats.delayMs)} ms`);
+  }
   parts.push(`buffer ${Math.round(stats.bufferedMs)} ms`);
   if (stats.rttMs !== null) parts.push(`network ${Math.round(stats.rttMs)} ms`);
   if (stats.reconnects) parts.push(`reconnects ${stats.reconnects}`);
