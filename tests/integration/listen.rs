@@ -13,6 +13,8 @@
 //! - From raw clients: only the page's fixed paths are served (traversal and unknown paths get
 //!   404), and a malformed WebSocket frame ends only the client that sent it while another
 //!   listener's packets go on without a gap.
+//! - 276 idle connections (past `max_listeners` + 256) cost a connected listener nothing; the
+//!   connection over the limit is closed at once.
 //! - `tolk check` refuses plain HTTP on a non-loopback address and unknown route languages,
 //!   naming the key.
 
@@ -374,6 +376,45 @@ fn the_event_code_guards_languages_and_audio_and_max_listeners_is_enforced() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_idle_connections_costs_a_connected_listener_nothing() {
+    let run = Listening::start("max_listeners = 1");
+    let addr = run.addr();
+    let (mut a, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?lang=fr&codec=pcm")).await.unwrap();
+    assert!(matches!(a.next().await, Some(Ok(Message::Text(_)))), "the hello frame");
+    let mut seq = Seq::default();
+    seq.take(&mut a, 10).await;
+    // Idle connections that never send a request: the listener plus EXTRA_CONNECTIONS (256)
+    // fill the server's room, and a few more.
+    let mut idle = vec![];
+    for _ in 0..(256 + 20) {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    // One more is closed at once (not left waiting for its request head, 10 s).
+    let mut extra = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    use tokio::io::AsyncReadExt;
+    let closed = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "an over-the-limit connection was kept: {closed:?}");
+    // The listener went on without a gap.
+    seq.take(&mut a, 100).await;
+    assert_eq!(seq.gaps, 0);
+    // Once the idle ones are gone, pages load again.
+    drop(idle);
+    let a2 = addr.clone();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let a3 = a2.clone();
+        if tokio::task::spawn_blocking(move || http(&a3, "GET / HTTP/1.1").0).await.unwrap() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no page after the flood ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(a);
+    run.stop();
 }
 
 #[test]

@@ -11,6 +11,7 @@
 //! | another method than GET/HEAD | 405 |
 //! | with `event_code`: `/api/languages` or `/ws` without `code=` matching | 401 |
 //! | over `max_listeners` WebSocket listeners | 503 |
+//! | over `max_listeners` + [`EXTRA_CONNECTIONS`] connections open | closed at once, unanswered |
 //!
 //! Only the fixed paths above are served: no file system is read at run time, so no path
 //! traversal can reach one.
@@ -59,12 +60,28 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest message a listener may send (it sends only small pings).
 const MAX_CLIENT_MESSAGE: usize = 4 << 10;
+/// Connections beyond `max_listeners` that may be open at once (page loads, requests still
+/// being read). Past that a new connection is closed at once, unanswered: a flood of idle
+/// connections costs the listeners already connected nothing, and new page loads wait at
+/// most [`HEAD_TIMEOUT`] for the idle ones to be dropped.
+pub const EXTRA_CONNECTIONS: usize = 256;
 
 /// What every connection task shares.
 struct State {
     hub: Arc<Hub>,
     settings: ListenSettings,
     listeners: AtomicUsize,
+    /// Connections open (listeners included).
+    open: AtomicUsize,
+}
+
+/// One open connection, counted while it lives.
+struct Open(Arc<State>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Relaxed);
+    }
 }
 
 /// A running listener server.
@@ -99,7 +116,12 @@ impl ListenServer {
             .await
             .map_err(|e| format!("listen.address: cannot listen on {}: {e}", settings.address))?;
         let addr = listener.local_addr().map_err(|e| format!("listen.address: {e}"))?;
-        let state = Arc::new(State { hub, settings: settings.clone(), listeners: AtomicUsize::new(0) });
+        let state = Arc::new(State {
+            hub,
+            settings: settings.clone(),
+            listeners: AtomicUsize::new(0),
+            open: AtomicUsize::new(0),
+        });
         let (stop, stop_rx) = watch::channel(false);
         let tls = acceptor.is_some();
         let task = tokio::spawn(accept_loop(listener, acceptor, state, stop_rx));
@@ -140,9 +162,18 @@ async fn accept_loop(
             _ = stopped(&mut stop) => break,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, _peer)) => {
+                    if state.open.load(Relaxed) >= state.settings.max_listeners + EXTRA_CONNECTIONS {
+                        drop(tcp);
+                        continue;
+                    }
+                    state.open.fetch_add(1, Relaxed);
                     let _ = tcp.set_nodelay(true);
+                    let guard = Open(Arc::clone(&state));
                     let (state, stop, acceptor) = (Arc::clone(&state), for_tasks.clone(), acceptor.clone());
-                    tasks.spawn(async move { connection(tcp, acceptor, state, stop).await });
+                    tasks.spawn(async move {
+                        connection(tcp, acceptor, state, stop).await;
+                        drop(guard);
+                    });
                 }
                 Err(e) => {
                     tracing::warn!("listen: accept failed: {e}");
@@ -389,7 +420,7 @@ async fn listener<S: AsyncRead + AsyncWrite + Unpin>(
             c = captions.recv() => match c {
                 Ok(c) => Message::Text(c),
                 Err(RecvError::Lagged(_)) => continue,
-                Err(RecvError::Closed) => continue,
+                Err(RecvError::Closed) => close(1001, "the event ended"),
             },
             m = rx.next() => match m {
                 Some(Ok(Message::Text(t))) => match ping_answer(&t) {
