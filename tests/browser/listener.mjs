@@ -149,9 +149,10 @@ try {
     delete window.AudioDecoder;
   });
   const page2 = await ctx2.newPage();
-  await page2.goto(url);
+  // Opened from its language's QR code: the language is chosen, Listen is one tap away.
+  await page2.goto(`${url}?lang=${other}`);
   await page2.waitForSelector("#language-list input");
-  await page2.click(`#language-list input[value="${other}"] + span`);
+  check(await page2.isChecked(`#language-list input[value="${other}"]`), `?lang=${other} pre-selects it`);
   await page2.click("#listen");
   const p = await waitFor(page2, "PCM frames played", (s) => s.decoded > 10 && s.playing, 5000);
   check(p.codec === "pcm", `codec is pcm without AudioDecoder (got ${p.codec})`);

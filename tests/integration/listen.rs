@@ -258,6 +258,7 @@ async fn listener_server_serves_only_its_paths_and_a_malformed_frame_ends_only_i
             "GET /ws?lang=es&codec=mp3 HTTP/1.1",
             "GET /ws?lang=es HTTP/1.1",
             "GET /api/languages HTTP/1.1",
+            "GET /qr HTTP/1.1",
         ] {
             out.push((line, http(&a, line)));
         }
@@ -284,8 +285,16 @@ async fn listener_server_serves_only_its_paths_and_a_malformed_frame_ends_only_i
             ("GET /ws?lang=es&codec=mp3 HTTP/1.1", 400),
             ("GET /ws?lang=es HTTP/1.1", 426),
             ("GET /api/languages HTTP/1.1", 200),
+            ("GET /qr HTTP/1.1", 200),
         ]
     );
+    // The printable page: a QR code per language, each to the page with it chosen.
+    let qr = &answers[15].1.1;
+    assert_eq!(qr.matches("<svg").count(), 2, "{qr}");
+    for lang in ["es", "fr"] {
+        assert!(qr.contains(&format!("<small>http://{addr}/?lang={lang}</small>")), "{qr}");
+    }
+    assert!(qr.contains("<strong>Español</strong>") && qr.contains("<strong>Français</strong>"));
     assert!(answers[0].1.1.contains("<title>Integration test</title>"));
     let langs: serde_json::Value = serde_json::from_str(&answers[14].1.1).unwrap();
     assert_eq!(
@@ -348,6 +357,10 @@ fn the_event_code_guards_languages_and_audio_and_max_listeners_is_enforced() {
     assert_eq!(http(&addr, "GET /api/languages HTTP/1.1").0, 401);
     assert_eq!(http(&addr, "GET /api/languages?code=acme-2 HTTP/1.1").0, 401);
     assert_eq!(http(&addr, "GET /api/languages?code=acme-1 HTTP/1.1").0, 200);
+    assert_eq!(http(&addr, "GET /qr HTTP/1.1").0, 401);
+    let (status, qr) = http(&addr, "GET /qr?code=acme-1 HTTP/1.1");
+    assert_eq!(status, 200);
+    assert!(qr.contains(&format!("http://{addr}/?code=acme-1&amp;lang=es")), "{qr}");
     // The page itself loads (it asks for the code).
     assert_eq!(http(&addr, "GET / HTTP/1.1").0, 200);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

@@ -53,12 +53,24 @@ pub fn qr(text: &str) -> Result<String, String> {
     Ok(code.render::<Dense1x2>().dark_color(Dense1x2::Light).light_color(Dense1x2::Dark).quiet_zone(true).build())
 }
 
+/// `text` as an SVG QR code, `px` pixels wide (for the printable page).
+pub fn qr_svg(text: &str, px: u32) -> Result<String, String> {
+    use qrcode::render::svg;
+    let code = qrcode::QrCode::new(text.as_bytes()).map_err(|e| format!("cannot make a QR code of {text}: {e}"))?;
+    Ok(code.render::<svg::Color>().min_dimensions(px, px).quiet_zone(true).build())
+}
+
+/// `url` with `key=value` added to its query.
+pub fn with_query(url: &str, key: &str, value: &str) -> String {
+    format!("{url}{}{key}={value}", if url.contains('?') { '&' } else { '?' })
+}
+
 /// The URL listeners open: `public_url`, else the server's own; with `?code=` when the event
 /// has a code.
 pub fn listener_url(settings: &crate::config::listen::ListenSettings, server_url: &str) -> String {
     let base = settings.public_url.as_deref().unwrap_or(server_url);
     match &settings.event_code {
-        Some(code) => format!("{base}{}code={code}", if base.contains('?') { '&' } else { '?' }),
+        Some(code) => with_query(base, "code", code),
         None => base.to_string(),
     }
 }

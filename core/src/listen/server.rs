@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `GET /` (`/index.html`) | the listener page |
 //! | `GET /app.js`, `/worklet.js`, `/style.css`, `/icon.svg` | the page's assets, from the binary |
+//! | `GET /qr` | a printable page: one QR code per language (`/?lang=es`, with the event code) |
 //! | `GET /api/languages` | `{"title":…,"languages":[{"code","name","floor","spoken"}]}` |
 //! | `GET /ws?lang=es&codec=opus\|pcm` | WebSocket: a `hello` JSON frame, then binary packets and caption JSON frames |
 //! | anything else (other paths, `..`, encoded paths) | 404, nothing served |
@@ -311,6 +312,18 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, state: &State, 
         return respond(&mut stream, 200, content_type, &body, head_only).await;
     }
     match path {
+        "/qr" => {
+            // The printable page: one QR code per language, for the doors and the seats. Its
+            // links carry the event code, so it is guarded by it too.
+            if !code_ok {
+                return text(&mut stream, 401, "this event needs its code (?code=…)", head_only).await;
+            }
+            let host = req.headers().get("host").and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+            let own = format!("{}://{host}/", if state.settings.tls.is_some() { "https" } else { "http" });
+            let base = super::listener_url(&state.settings, &own);
+            let page = qr_page(&state.settings.title, &base, &state.hub);
+            respond(&mut stream, 200, "text/html; charset=utf-8", page.as_bytes(), head_only).await
+        }
         "/api/languages" => {
             if !code_ok {
                 return text(&mut stream, 401, "this event needs its code (?code=…)", head_only).await;
@@ -361,6 +374,28 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, state: &State, 
         }
         _ => text(&mut stream, 404, "not found", head_only).await,
     }
+}
+
+/// The printable page of QR codes: one per language, each opening the page with it chosen.
+fn qr_page(title: &str, base: &str, hub: &Hub) -> String {
+    let esc = assets::escape;
+    let mut cards = String::new();
+    for c in &hub.channels {
+        let url = super::with_query(base, "lang", &c.code);
+        let svg = super::qr_svg(&url, 240).unwrap_or_default();
+        cards += &format!(
+            "<figure>{svg}<figcaption lang=\"{}\"><strong>{}</strong><br><small>{}</small></figcaption></figure>\n",
+            esc(&c.spoken),
+            esc(&c.name),
+            esc(&url)
+        );
+    }
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t} — listen</title>\n\
+         <link rel=\"stylesheet\" href=\"/style.css\"></head>\n<body class=\"qr\"><h1>{t}</h1>\n\
+         <p>Scan, choose Listen, and hear it in your language.</p>\n<div class=\"qr-grid\">\n{cards}</div></body></html>\n",
+        t = esc(title)
+    )
 }
 
 /// The audio a listener asked for.

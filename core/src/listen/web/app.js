@@ -72,6 +72,14 @@ async function loadLanguages() {
     list.append(label);
   }
   setStatus("Choose a language", "");
+  // A language chosen by the link (the printable page's QR codes): pre-selected; the listener
+  // still taps Listen (browsers start audio only after a gesture).
+  const pre = new URLSearchParams(location.search).get("lang");
+  const input = pre && list.querySelector(`input[value="${CSS.escape(pre)}"]`);
+  if (input) {
+    input.checked = true;
+    choose(pre);
+  }
 }
 
 function choose(codeSel) {
