@@ -38,12 +38,17 @@ struct Listening {
     url: String,
     /// stderr lines after the URL.
     lines: mpsc::Receiver<String>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Listening {
     /// Starts the run with `extra` in `[listen]`; returns once it prints the page's URL.
     fn start(extra: &str) -> Listening {
+        Self::start_with(extra, &[])
+    }
+
+    /// [`Listening::start`] with more `tolk run` arguments.
+    fn start_with(extra: &str, args: &[&str]) -> Listening {
         let dir = tempfile::tempdir().unwrap();
         // Short utterances with pauses, so the engine answers (and captions) every ~2 s.
         let (samples, _) = crate::run::speech(4, 1200, 900);
@@ -79,6 +84,7 @@ to = ["es", "fr"]
         let mut child = tolk()
             .args(["run", "--no-status"])
             .arg(&config)
+            .args(args)
             .current_dir(dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -108,7 +114,7 @@ to = ["es", "fr"]
                 }
             }
         };
-        Listening { child, url, lines, _dir: dir }
+        Listening { child, url, lines, dir }
     }
 
     fn addr(&self) -> String {
@@ -237,7 +243,10 @@ impl Seq {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listener_server_serves_only_its_paths_and_a_malformed_frame_ends_only_its_sender() {
-    let run = Listening::start("");
+    let run = Listening::start_with(
+        "",
+        &["--json-status", "status.json", "--prometheus", "metrics.prom", "--interval", "100"],
+    );
     let addr = run.addr();
     let a = addr.clone();
     let answers = tokio::task::spawn_blocking(move || {
@@ -346,8 +355,25 @@ async fn listener_server_serves_only_its_paths_and_a_malformed_frame_ends_only_i
     // A went on without a gap.
     seq.take(&mut a, 50).await;
     assert_eq!(seq.gaps, 0, "listener A skipped packets while B misbehaved");
+    // The status files count listeners per language: A alone on es now.
+    let status = run.dir.path().join("status.json");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let listeners = loop {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&status).unwrap_or_default()).unwrap_or_default();
+        if v["listeners"][0]["listeners"] == 1 {
+            break v["listeners"].clone();
+        }
+        assert!(Instant::now() < deadline, "status.json never showed listener A: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(listeners[0]["language"], "es");
+    assert_eq!(listeners[1]["listeners"], 0, "{listeners}");
+    let prom = std::fs::read_to_string(run.dir.path().join("metrics.prom")).unwrap();
+    assert!(prom.contains("tolk_listeners{language=\"fr\"} 0\n"), "{prom}");
     drop(a);
-    run.stop();
+    let summary = run.stop();
+    assert!(summary.lines().any(|l| l.trim_start().starts_with("listeners es       peak 2 ")), "A and B: {summary}");
 }
 
 #[test]

@@ -226,6 +226,54 @@ impl Hub {
         }
     }
 
+    /// Per language for `--json-status` (`listeners`): connected now, the most at once,
+    /// packets produced, packets slow listeners skipped, route audio the hub dropped (s).
+    pub fn json(&self) -> serde_json::Value {
+        self.channels
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "language": c.code,
+                    "listeners": c.listeners.load(Relaxed),
+                    "peak_listeners": c.peak_listeners.load(Relaxed),
+                    "packets": c.packets.load(Relaxed),
+                    "packets_skipped": c.dropped.load(Relaxed),
+                    "route_audio_dropped_s": c.input_dropped.load(Relaxed) as f64 / f64::from(RATE),
+                })
+            })
+            .collect()
+    }
+
+    /// The same in the Prometheus text format (`tolk_listeners{language="es"}` …).
+    pub fn prometheus(&self) -> String {
+        use std::fmt::Write;
+        let mut o = String::new();
+        type Row = (&'static str, &'static str, &'static str, fn(&Channel) -> f64);
+        let rows: [Row; 4] = [
+            ("tolk_listeners", "Listeners connected now.", "gauge", |c| c.listeners.load(Relaxed) as f64),
+            ("tolk_listener_packets_total", "20 ms packets produced.", "counter", |c| c.packets.load(Relaxed) as f64),
+            (
+                "tolk_listener_packets_skipped_total",
+                "Packets listeners skipped because they fell behind.",
+                "counter",
+                |c| c.dropped.load(Relaxed) as f64,
+            ),
+            (
+                "tolk_listener_route_audio_dropped_seconds",
+                "Route audio the listener hub dropped (its inbox full or over 30 s waiting).",
+                "counter",
+                |c| c.input_dropped.load(Relaxed) as f64 / f64::from(RATE),
+            ),
+        ];
+        for (name, help, kind, f) in rows {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for c in &self.channels {
+                let _ = writeln!(o, "{name}{{language=\"{}\"}} {}", c.code, f(c));
+            }
+        }
+        o
+    }
+
     /// Stops the pacing thread (listeners' audio ends).
     pub fn stop(&self) {
         self.stop.store(true, Relaxed);

@@ -726,6 +726,7 @@ fn watch_sinks(stats: &RunStats, watch: &mut [SinkWatch]) {
 
 /// The status outputs of [`RunOptions`].
 struct StatusWriter {
+    listen: Option<Arc<crate::listen::Hub>>,
     line: bool,
     json: Option<PathBuf>,
     prometheus: Option<PathBuf>,
@@ -736,6 +737,7 @@ struct StatusWriter {
 impl StatusWriter {
     fn new(o: &RunOptions) -> StatusWriter {
         StatusWriter {
+            listen: o.listen.clone(),
             line: o.status_line,
             json: o.json_status.clone(),
             prometheus: o.prometheus.clone(),
@@ -757,13 +759,24 @@ impl StatusWriter {
             }
         };
         if let Some(p) = &self.json {
-            let text = serde_json::to_string_pretty(&stats.json(final_, exit)).unwrap_or_default() + "\n";
+            let mut v = stats.json(final_, exit);
+            if let Some(hub) = &self.listen {
+                v["listeners"] = hub.json();
+            }
+            let text = serde_json::to_string_pretty(&v).unwrap_or_default() + "\n";
             if let Err(e) = metrics::write_atomic(p, &text) {
                 fail(p, e);
             }
         }
+        let prometheus = || {
+            let mut text = stats.prometheus();
+            if let Some(hub) = &self.listen {
+                text += &hub.prometheus();
+            }
+            text
+        };
         if let Some(p) = &self.prometheus
-            && let Err(e) = metrics::write_atomic(p, &stats.prometheus())
+            && let Err(e) = metrics::write_atomic(p, &prometheus())
         {
             fail(p, e);
         }
