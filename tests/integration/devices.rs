@@ -3,6 +3,9 @@
 //! started by `tests/audio/pulse-up.sh` (`.ci/run` does it; developers run
 //! `eval "$(tests/audio/pulse-up.sh)"` before `cargo test`).
 //!
+//! Every test here is named `issue_*`: `scripts/test.sh` runs `devices::issue_*` last and
+//! alone, so the rest of the suite does not starve the audio daemon while they listen.
+//!
 //! - capture: `paplay` plays a known speech WAV into the `mic_feed` null sink, `tolk.mic`
 //!   captures its monitor; what it delivered must match (normalized cross-correlation peak,
 //!   level, duration);
@@ -371,8 +374,11 @@ fn issue_5_speaker_ducks_the_floor_under_the_translation() {
     };
     let floor_before = median(&levels[t_start.saturating_sub(8)..t_start - 2]);
     let floor_under = median(&levels[t_start + 2..t_end - 1]);
-    let after = (t_end + 12).min(levels.len() - 4);
-    let floor_after = median(&levels[after..after + 4]);
+    // After: from 600 ms past the translation (hold + release are 500 ms) to 100 ms before the
+    // floor ends (1.5 s after it), 16 windows, so a hiccup of up to 350 ms (seen on a loaded
+    // CI machine, where 4 windows failed) does not decide the median.
+    let after = (t_end + 12).min(levels.len() - 16);
+    let floor_after = median(&levels[after..after + 16]);
     let db = |x: f32| 20.0 * (x / 0.4).log10();
     eprintln!(
         "floor: {:.1} dB before, {:.1} dB under the translation, {:.1} dB after",

@@ -603,14 +603,17 @@ where
         Flow::Continue
     }
 
+    /// Records when the session expires, as the service said (if it did).
+    fn expires(&self, at: Option<u64>) {
+        if let Some(exp) = at {
+            self.expires_at.store(exp, Ordering::Relaxed);
+        }
+    }
+
     async fn on_realtime(&mut self, e: ServerEvent) -> Flow {
         match e {
             ServerEvent::Error(e) => return self.on_error(&e).await,
-            ServerEvent::SessionCreated(s) | ServerEvent::SessionUpdated(s) => {
-                if let Some(exp) = s.expires_at() {
-                    self.expires_at.store(exp, Ordering::Relaxed);
-                }
-            }
+            ServerEvent::SessionCreated(s) | ServerEvent::SessionUpdated(s) => self.expires(s.expires_at()),
             ServerEvent::SpeechStarted(s) => {
                 if self.mode == Mode::Conversation
                     && let Err(r) = self.interrupt().await
@@ -857,9 +860,7 @@ where
         match e {
             TranslationServerEvent::Error(e) => return self.on_error(&e).await,
             TranslationServerEvent::SessionCreated(s) | TranslationServerEvent::SessionUpdated(s) => {
-                if let Some(exp) = s.expires_at() {
-                    self.expires_at.store(exp, Ordering::Relaxed);
-                }
+                self.expires(s.expires_at())
             }
             TranslationServerEvent::OutputAudioDelta(a) => {
                 let mut samples = Vec::new();

@@ -22,7 +22,7 @@ use super::{
     engine::{Chunk, Engine, EngineRequest},
     new_id,
     protocol::{ApiError, AudioFormat, TranslationConfig, check_keys, decode_audio, string},
-    realtime_session::{MAX_BUFFER_MS, unknown_event},
+    realtime_session::{append_bounded, unknown_event},
 };
 use crate::audio::vad::{Vad, VadEvent, VadParams, ms_to_samples, samples_to_ms, take_span, trim_before};
 
@@ -172,14 +172,7 @@ impl TranslationSession {
     }
 
     fn append(&mut self, samples: &[i16], now: Instant) {
-        self.buffer.extend_from_slice(samples);
-        // Bound memory during endless speech, as realtime sessions do.
-        let max = ms_to_samples(MAX_BUFFER_MS) as usize;
-        if self.buffer.len() > max {
-            let drop = self.buffer.len() - max;
-            self.buffer.drain(..drop);
-            self.buffer_start += drop as u64;
-        }
+        append_bounded(&mut self.buffer, &mut self.buffer_start, samples);
         self.total += samples.len() as u64;
         let mut events = Vec::new();
         self.vad.push(samples, &mut events);

@@ -81,6 +81,8 @@ impl RouteTask {
         if written < hold_from || self.received < cut_by {
             return;
         }
+        // The segment began at the utterance's start or the last cut (`hold_limit`).
+        let from = cut_by.saturating_sub(self.settings().max_segment_ms * PER_MS);
         let Some(live) = &mut self.live else { return };
         if live.open_responses > 0 || !live.commits.is_empty() || !live.client_commits.is_empty() {
             // Its answer would come after those: keep holding until the session is idle, so
@@ -126,7 +128,7 @@ impl RouteTask {
             at += (to - from) as u64;
         }
         live.send(Input::Commit);
-        live.client_commits.push_back(Some(at));
+        live.client_commits.push_back(Some((from, at)));
         live.cut_unanswered = true;
         live.speech_start = at;
         // The speaker goes on: the next segment starts at the cut.

@@ -40,6 +40,7 @@ impl RouteTask {
                     born,
                     item: String::new(),
                     cut: false,
+                    from: live.speech_start,
                 });
             }
             Output::Committed { item_id } => {
@@ -47,10 +48,12 @@ impl RouteTask {
                 if let Some(c) = live.commits.back_mut().filter(|c| c.item.is_empty()) {
                     // The item of the VAD stop just seen.
                     c.item = item_id;
+                    let (item, from, upto) = (c.item.clone(), c.from, c.upto);
+                    live.span(&item, from, upto);
                 } else {
                     // A client commit: they are answered in the order they were sent.
                     match live.client_commits.pop_front() {
-                        Some(Some(at)) => {
+                        Some(Some((from, at))) => {
                             // A segment cut (its response was requested with the commit).
                             live.committed_upto = at;
                             let born = self
@@ -61,7 +64,15 @@ impl RouteTask {
                             // Its response answers this item by reference, not whatever
                             // user item is latest on the server when it runs.
                             live.send(Input::RespondTo(item_id.clone()));
-                            live.commits.push_back(Commit { upto: at, anchor: at, born, item: item_id, cut: true });
+                            live.span(&item_id, from, at);
+                            live.commits.push_back(Commit {
+                                upto: at,
+                                anchor: at,
+                                born,
+                                item: item_id,
+                                cut: true,
+                                from,
+                            });
                         }
                         _ => {
                             // The final commit.
@@ -72,15 +83,19 @@ impl RouteTask {
                                 live.committed_upto = written_end;
                                 let born = Some(Instant::now());
                                 live.send(Input::RespondTo(item_id.clone()));
+                                live.span(&item_id, live.speech_start, written_end);
                                 live.commits.push_back(Commit {
                                     upto: written_end,
                                     anchor: written_end,
                                     born,
                                     item: item_id,
                                     cut: false,
+                                    from: live.speech_start,
                                 });
                             } else {
-                                // Only the silence the server keeps for padding: no response.
+                                // Only the silence the server keeps for padding: no response,
+                                // and whatever its transcript says is not speech.
+                                live.padding = Some(item_id.clone());
                                 live.send(Input::DeleteItem(item_id));
                             }
                         }
@@ -93,14 +108,17 @@ impl RouteTask {
                 live.client_commits.pop_front();
                 self.final_ack = true;
             }
-            Output::SourceTranscriptDelta { delta, .. } => {
-                let (start, end) = (live.speech_start / PER_MS, (live.base + live.written) / PER_MS);
-                self.text(TextRole::Source, false, self.source_utterances + 1, delta, start, end);
+            Output::SourceTranscriptDelta { item_id, .. } | Output::SourceTranscript { item_id, .. }
+                if live.padding.as_deref() == Some(item_id.as_str()) => {}
+            Output::SourceTranscriptDelta { delta, item_id } => {
+                let (start, end) =
+                    live.span_of(&item_id, false).unwrap_or((live.speech_start, live.base + live.written));
+                self.text(TextRole::Source, false, self.source_utterances + 1, delta, start / PER_MS, end / PER_MS);
             }
-            Output::SourceTranscript { text, .. } => {
+            Output::SourceTranscript { text, item_id } => {
                 self.source_utterances += 1;
-                let (start, end) = (live.speech_start / PER_MS, live.committed_upto / PER_MS);
-                self.text(TextRole::Source, true, self.source_utterances, text, start, end);
+                let (start, end) = live.span_of(&item_id, true).unwrap_or((live.speech_start, live.committed_upto));
+                self.text(TextRole::Source, true, self.source_utterances, text, start / PER_MS, end / PER_MS);
             }
             Output::ResponseStarted { response_id } if self.over_budget => {
                 // Past the budget: a response the service had queued is cancelled, not played.
@@ -124,6 +142,7 @@ impl RouteTask {
                     born: None,
                     item: String::new(),
                     cut: false,
+                    from: written_end,
                 });
                 if c.cut {
                     // The cut's answer has begun: the input after it may follow.

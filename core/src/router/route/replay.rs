@@ -49,9 +49,16 @@ pub(super) struct Live {
 
     /// Inputs waiting for room in the session's channel, in order.
     pub(super) outbox: VecDeque<Input>,
-    /// Client commits not yet answered, in order: `Some(route offset)` for a segment cut,
-    /// `None` for the commit that ends the input.
-    pub(super) client_commits: VecDeque<Option<u64>>,
+    /// Client commits not yet answered, in order: `Some((segment start, cut))` (route offsets)
+    /// for a segment cut, `None` for the commit that ends the input.
+    pub(super) client_commits: VecDeque<Option<(u64, u64)>>,
+    /// Committed user items whose transcript has not come yet: (item, start, end) of the
+    /// speech each holds, on the route's clock. A transcript takes its times from here, not
+    /// from the utterance going on when it arrives (a cut segment's transcript comes after
+    /// the next segment began).
+    pub(super) spans: VecDeque<(String, u64, u64)>,
+    /// The item of the final commit when it held only padding silence (deleted, unanswered).
+    pub(super) padding: Option<String>,
     /// A segment cut whose response has not started yet: no input is written meanwhile.
     pub(super) cut_unanswered: bool,
     /// When the session's latest output came (stall detection, see [`super::watchdog`]).
@@ -103,6 +110,32 @@ pub(super) struct Commit {
     pub(super) item: String,
     /// A segment cut (the client's commit, answered by reference to `item`).
     pub(super) cut: bool,
+    /// Where the speech it holds started.
+    pub(super) from: u64,
+}
+
+/// Most committed items kept waiting for their transcript (a service that transcribes
+/// nothing must not grow the list for hours).
+const MAX_SPANS: usize = 64;
+
+impl Live {
+    /// Item `item` holds the speech `start..end` (route offsets).
+    pub(super) fn span(&mut self, item: &str, start: u64, end: u64) {
+        if self.spans.len() == MAX_SPANS {
+            self.spans.pop_front();
+        }
+        self.spans.push_back((item.to_string(), start, end));
+    }
+
+    /// The speech item `item` holds, if it is known; `done` forgets it (and older ones).
+    pub(super) fn span_of(&mut self, item: &str, done: bool) -> Option<(u64, u64)> {
+        let i = self.spans.iter().position(|s| s.0 == item)?;
+        let (_, start, end) = self.spans[i];
+        if done {
+            self.spans.drain(..=i);
+        }
+        Some((start, end))
+    }
 }
 
 impl RouteTask {
@@ -128,6 +161,8 @@ impl RouteTask {
             final_wanted: false,
             outbox: VecDeque::new(),
             client_commits: VecDeque::new(),
+            spans: VecDeque::new(),
+            padding: None,
             cut_unanswered: false,
             heard: Instant::now(),
             owed_since: None,

@@ -4,7 +4,7 @@
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::{MAX_BUFFER_MS, RealtimeSession, items::*, response::*};
+use super::{RealtimeSession, append_bounded, items::*, response::*};
 use crate::audio::vad::{Vad, VadEvent, VadParams, ms_to_samples, samples_to_ms, take_span, trim_before};
 use crate::serve::{
     new_id,
@@ -27,14 +27,7 @@ impl RealtimeSession {
     }
 
     pub(super) fn append(&mut self, samples: &[i16], now: Instant) {
-        self.buffer.extend_from_slice(samples);
-        // Bound memory: an uncommitted buffer keeps its newest MAX_BUFFER_MS only.
-        let max = ms_to_samples(MAX_BUFFER_MS) as usize;
-        if self.buffer.len() > max {
-            let drop = self.buffer.len() - max;
-            self.buffer.drain(..drop);
-            self.buffer_start += drop as u64;
-        }
+        append_bounded(&mut self.buffer, &mut self.buffer_start, samples);
         self.total += samples.len() as u64;
         let Some(vad) = self.vad.as_mut() else { return };
         let mut events = Vec::new();

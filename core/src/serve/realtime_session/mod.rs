@@ -68,6 +68,18 @@ pub(super) const RATE_LIMIT_TOKENS: u64 = 40_000;
 /// The longest uncommitted input kept (older audio is dropped): 10 minutes.
 pub const MAX_BUFFER_MS: u64 = 10 * 60 * 1000;
 
+/// Appends `samples` to an uncommitted input `buffer` that starts at stream sample `start`,
+/// keeping only its newest [`MAX_BUFFER_MS`] (endless speech must not grow memory).
+pub(crate) fn append_bounded(buffer: &mut Vec<i16>, start: &mut u64, samples: &[i16]) {
+    buffer.extend_from_slice(samples);
+    let max = crate::audio::vad::ms_to_samples(MAX_BUFFER_MS) as usize;
+    if buffer.len() > max {
+        let drop = buffer.len() - max;
+        buffer.drain(..drop);
+        *start += drop as u64;
+    }
+}
+
 impl RealtimeSession {
     /// A new session; `session.created` and `conversation.created` are queued at once.
     pub fn new(
