@@ -362,7 +362,12 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, state: &State, 
                 return text(&mut stream, 503, "too many listeners; try again later", false).await;
             }
             if http::send_upgrade(&mut stream, &upgrade).await.is_ok() {
+                // Small buffers: a listener reads almost nothing, and each packet is written
+                // (and flushed) as it comes; tungstenite's 128 KiB defaults per direction would
+                // cost a large audience far more than its packets.
                 let config = WebSocketConfig::default()
+                    .read_buffer_size(4 << 10)
+                    .write_buffer_size(0)
                     .max_message_size(Some(MAX_CLIENT_MESSAGE))
                     .max_frame_size(Some(MAX_CLIENT_MESSAGE));
                 let ws = WebSocketStream::from_partially_read(stream, head.rest, Role::Server, Some(config)).await;
