@@ -125,8 +125,9 @@ pub fn run(args: &RunArgs) -> u8 {
     } else {
         None
     };
-    let (hub, listen_server) = match start_listen(&config, &rt) {
-        Ok(x) => x,
+    let (hub, listen_server) = match start_listen(&config) {
+        Ok(Some((hub, server, listen_rt))) => (Some(hub), Some((server, listen_rt))),
+        Ok(None) => (None, None),
         Err(msg) => {
             crate::errln!("error: {}: {msg}", config.file);
             return exit::RUNTIME;
@@ -153,8 +154,9 @@ pub fn run(args: &RunArgs) -> u8 {
     if let Some(hub) = &hub {
         print_listeners(hub);
     }
-    if let Some(s) = listen_server {
-        rt.block_on(s.shutdown());
+    if let Some((s, listen_rt)) = listen_server {
+        listen_rt.block_on(s.shutdown());
+        listen_rt.shutdown_timeout(Duration::from_secs(1));
     }
     if let Some(hub) = &hub {
         hub.stop();
@@ -167,15 +169,24 @@ pub fn run(args: &RunArgs) -> u8 {
     outcome.exit
 }
 
+/// The listener hub, its server and the server's runtime, when `[listen]` is configured.
+type Listen = Option<(Arc<crate::listen::Hub>, crate::listen::ListenServer, tokio::runtime::Runtime)>;
+
 /// Starts the listener hub and server of `[listen]` (nothing without the section) and prints
 /// the page's URL on stderr.
-fn start_listen(
-    config: &Config,
-    rt: &tokio::runtime::Runtime,
-) -> Result<(Option<Arc<crate::listen::Hub>>, Option<crate::listen::ListenServer>), String> {
+///
+/// The server runs on a runtime of its own: an audience's sockets never queue behind (or in
+/// front of) the routes' Realtime sessions on the run's runtime.
+fn start_listen(config: &Config) -> Result<Listen, String> {
     let (Some(settings), Some(hub)) = (&config.listen, crate::listen::Hub::start(config)?) else {
-        return Ok((None, None));
+        return Ok(None);
     };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("tolk-listen-io")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("listen: cannot start its runtime: {e}"))?;
     let server = rt.block_on(crate::listen::ListenServer::start(settings, Arc::clone(&hub)))?;
     crate::errln!("listeners: {}", server.url());
     if settings.tls == Some(crate::config::listen::ListenTls::SelfSigned) {
@@ -194,7 +205,7 @@ fn start_listen(
             Err(e) => tracing::warn!("{e}"),
         }
     }
-    Ok((Some(hub), Some(server)))
+    Ok(Some((hub, server, rt)))
 }
 
 /// Per offered language: the most listeners at once and what slow listeners skipped.
