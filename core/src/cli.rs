@@ -44,7 +44,8 @@ pub enum Command {
     },
     /// Run a configuration: until its file sources end (then every pending translation and
     /// sink is drained, exit 0), or until Ctrl-C / SIGTERM (graceful; a second Ctrl-C stops
-    /// at once). Files are closed valid either way.
+    /// at once). Files are closed valid either way. With a [listen] section it also serves the
+    /// listener web app (URL printed at start, with a QR code on a terminal).
     ///
     /// Exit status: 0 all done; 1 a plugin failed (even if restarted), a route could not run,
     /// a sink lost audio or was abandoned, the budget ran out or a source's audio was refused
@@ -335,6 +336,10 @@ fn check(path: &Path, verbose: u8) -> u8 {
             r.to.join(", "),
             if r.sinks.is_empty() { "none".into() } else { r.sinks.join(", ") }
         );
+    }
+    if let Some(l) = &config.listen {
+        let scheme = if l.tls.is_some() { "https" } else { "http" };
+        crate::outln!("  listeners: {scheme}://{}/ offers {}", l.address, l.routes.join(", "));
     }
     let translated = config.routes.iter().flat_map(|r| &r.to).filter(|l| *l != config::FLOOR).count();
     if translated > 0 {

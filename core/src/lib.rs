@@ -30,6 +30,8 @@
 //!   engine (also the engine of `provider = "local"`).
 //! - [`tls`]: PEM certificate + key into a rustls server config, for `tolk serve` and any later
 //!   listener.
+//! - [`listen`]: the listener web app `tolk run` serves with `[listen]`: one Opus encode per
+//!   language, fanned out over WebSockets to the audience's phones, with captions.
 //! - [`devices`]: `tolk devices`, listing and metering through device plugins.
 //! - [`audio`]: sample conversion, channel mixing and resampling.
 //! - [`shutdown`]: the one shutdown signal (Ctrl-C, SIGTERM) every command uses.
@@ -46,6 +48,7 @@ pub mod config;
 pub mod console;
 pub mod devices;
 pub mod exit;
+pub mod listen;
 pub mod logging;
 pub mod plugin_host;
 pub mod realtime;

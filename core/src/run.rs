@@ -125,11 +125,20 @@ pub fn run(args: &RunArgs) -> u8 {
     } else {
         None
     };
+    let (hub, listen_server) = match start_listen(&config) {
+        Ok(Some((hub, server, listen_rt))) => (Some(hub), Some((server, listen_rt))),
+        Ok(None) => (None, None),
+        Err(msg) => {
+            crate::errln!("error: {}: {msg}", config.file);
+            return exit::RUNTIME;
+        }
+    };
     let options = RunOptions {
         status_line: !args.no_status && std::io::stderr().is_terminal(),
         json_status: args.json_status.clone(),
         prometheus: args.prometheus.clone(),
         interval: Duration::from_millis(if args.interval_ms == 0 { 1000 } else { args.interval_ms }),
+        listen: hub.clone(),
     };
     let config = Arc::new(config);
     let outcome = match router::run(Arc::clone(&config), Arc::new(registry), engine, rt.handle(), shutdown, &options) {
@@ -142,12 +151,79 @@ pub fn run(args: &RunArgs) -> u8 {
         }
     };
     print_summary(&config, &outcome);
+    if let Some(hub) = &hub {
+        print_listeners(hub);
+    }
+    if let Some((s, listen_rt)) = listen_server {
+        listen_rt.block_on(s.shutdown());
+        listen_rt.shutdown_timeout(Duration::from_secs(1));
+    }
+    if let Some(hub) = &hub {
+        hub.stop();
+    }
     if let Some(s) = server {
         rt.block_on(async { tokio::time::timeout(Duration::from_secs(2), s.shutdown()).await.ok() });
     }
     // Sessions are closed by now; a hung plugin thread must not keep the process alive.
     rt.shutdown_timeout(Duration::from_secs(2));
     outcome.exit
+}
+
+/// The listener hub, its server and the server's runtime, when `[listen]` is configured.
+type Listen = Option<(Arc<crate::listen::Hub>, crate::listen::ListenServer, tokio::runtime::Runtime)>;
+
+/// Starts the listener hub and server of `[listen]` (nothing without the section) and prints
+/// the page's URL on stderr.
+///
+/// The server runs on a runtime of its own: an audience's sockets never queue behind (or in
+/// front of) the routes' Realtime sessions on the run's runtime.
+fn start_listen(config: &Config) -> Result<Listen, String> {
+    let (Some(settings), Some(hub)) = (&config.listen, crate::listen::Hub::start(config)?) else {
+        return Ok(None);
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("tolk-listen-io")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("listen: cannot start its runtime: {e}"))?;
+    let server = rt.block_on(crate::listen::ListenServer::start(settings, Arc::clone(&hub)))?;
+    crate::errln!("listeners: {}", server.url());
+    if settings.tls == Some(crate::config::listen::ListenTls::SelfSigned) {
+        crate::errln!(
+            "warning: {}: listen.tls_self_signed: a certificate made just now, for a trial only: every browser warns \
+             that the connection is not private and listeners must accept that first; give listen.tls_cert and \
+             listen.tls_key for an event",
+            config.file
+        );
+    }
+    // The QR code for phones, on a terminal only (a log gets the URL line above).
+    if std::io::stderr().is_terminal() {
+        let url = crate::listen::listener_url(settings, &server.url());
+        match crate::listen::qr(&url) {
+            Ok(q) => crate::errln!("listeners open {url}:\n{q}"),
+            Err(e) => tracing::warn!("{e}"),
+        }
+    }
+    Ok(Some((hub, server, rt)))
+}
+
+/// Per offered language: the most listeners at once and what slow listeners skipped.
+fn print_listeners(hub: &crate::listen::Hub) {
+    for c in &hub.channels {
+        let mut line = format!(
+            "  listeners {:<8} peak {}  packets {}  skipped by slow listeners {}",
+            c.code,
+            c.peak_listeners.load(Relaxed),
+            c.packets.load(Relaxed),
+            c.dropped.load(Relaxed)
+        );
+        let lost = c.input_dropped.load(Relaxed);
+        if lost > 0 {
+            line += &format!("  route audio dropped {:.1} s", lost as f64 / 24_000.0);
+        }
+        crate::outln!("{line}");
+    }
 }
 
 /// Starts the engine the translated routes talk to: for `provider = "local"` without a `url`,

@@ -28,13 +28,27 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Strin
     }
     let key_der =
         PrivateKeyDer::from_pem_file(key).map_err(|e| format!("TLS key {}: {}", key.display(), pem_error(e)))?;
+    from_der(certs, key_der).map_err(|e| format!("TLS certificate {} with key {}: {e}", cert.display(), key.display()))
+}
+
+/// A server config with a fresh self-signed certificate for `names` (host names or IP
+/// addresses): for a trial only, as every browser warns about it.
+pub fn self_signed(names: Vec<String>) -> Result<Arc<ServerConfig>, String> {
+    let ck =
+        rcgen::generate_simple_self_signed(names).map_err(|e| format!("cannot make a self-signed certificate: {e}"))?;
+    let key = PrivateKeyDer::try_from(ck.signing_key.serialize_der())
+        .map_err(|e| format!("cannot use the self-signed certificate's key: {e}"))?;
+    from_der(vec![ck.cert.der().clone()], key)
+}
+
+fn from_der(certs: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<Arc<ServerConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS: {e}"))?
         .with_no_client_auth()
-        .with_single_cert(certs, key_der)
-        .map_err(|e| format!("TLS certificate {} with key {}: {e}", cert.display(), key.display()))?;
+        .with_single_cert(certs, key)
+        .map_err(|e| e.to_string())?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

@@ -80,7 +80,7 @@ const CASES: &[(&str, &str, &str, &[&str])] = &[
         "[engine]",
         "[engin]",
         &[
-            r#"x.toml: engin: unknown section (did you mean "engine"?) (expected one of: engine, plugins, source, prompt, route, sink, run)"#,
+            r#"x.toml: engin: unknown section (did you mean "engine"?) (expected one of: engine, plugins, source, prompt, route, sink, run, listen)"#,
         ],
     ),
     (

@@ -7,6 +7,7 @@ mod config;
 mod conformance;
 mod devices;
 mod inputs;
+mod listen;
 mod loading;
 mod readme_plugin;
 mod realtime;

@@ -8,6 +8,7 @@
 
 /// Language tags: the shared parser of `tolk-plugin-api`, so plugins read tags as the host does.
 pub use tolk_plugin_api::lang;
+pub mod listen;
 pub mod outputs;
 mod raw;
 pub mod run;
@@ -327,6 +328,8 @@ pub struct Config {
     pub routes: Vec<RouteSpec>,
     /// `[run]`: delivery, lanes, long-event knobs, prices, budget.
     pub run: run::RunSettings,
+    /// `[listen]`: the listener web app, when the section is there.
+    pub listen: Option<listen::ListenSettings>,
     /// Things that are allowed but probably not meant (an unused sink).
     pub warnings: Vec<String>,
 }

@@ -21,7 +21,7 @@ use crate::{
     vocab,
 };
 
-const SECTIONS: &[&str] = &["engine", "plugins", "source", "prompt", "route", "sink", "run"];
+const SECTIONS: &[&str] = &["engine", "plugins", "source", "prompt", "route", "sink", "run", "listen"];
 
 struct Ctx {
     file: String,
@@ -79,6 +79,7 @@ fn empty(file: String, dir: PathBuf) -> Config {
         sinks: vec![],
         routes: vec![],
         run: super::run::RunSettings::defaults("gpt-realtime"),
+        listen: None,
         warnings: vec![],
     }
 }
@@ -128,6 +129,7 @@ pub fn parse_str(text: &str, file: &str, dir: &Path) -> (Config, Vec<ConfigError
     let routes: Vec<(String, RawRoute)> = array(&mut cx, &mut table, "route");
     let raw_run = table.remove("run").and_then(|v| cx.de::<super::run::RawRun>("run", v)).unwrap_or_default();
     config.run = super::run::validate(raw_run, &config.engine.model, &mut |k, m| cx.err(k, m));
+    let raw_listen = table.remove("listen").map(|v| cx.de::<super::listen::RawListen>("listen", v));
 
     let mut ids = BTreeMap::new();
     for (key, s) in sources {
@@ -164,6 +166,10 @@ pub fn parse_str(text: &str, file: &str, dir: &Path) -> (Config, Vec<ConfigError
     }
     relays(&mut cx, &config, &routed);
     gates(&mut cx, &config);
+    // `[listen]` names route languages: checked once the routes are known.
+    if let Some(Some(raw)) = raw_listen {
+        config.listen = Some(super::listen::validate(raw, &config.routes, dir, &mut |k, m| cx.err(k, m)));
+    }
     // Allowed, but probably not what the user meant; not worth saying while there are errors
     // (a rejected route leaves its sinks looking unused).
     if !cx.errors.is_empty() {
@@ -171,6 +177,12 @@ pub fn parse_str(text: &str, file: &str, dir: &Path) -> (Config, Vec<ConfigError
     }
     if config.routes.is_empty() {
         config.warnings.push(format!("{file}: no [[route]]: nothing will be interpreted"));
+    }
+    if config.listen.is_some() && config.run.delivery == super::run::Delivery::Lossless {
+        config.warnings.push(format!(
+            "{file}: listen: run.delivery is \"lossless\" (sources read faster than real time): listeners hear \
+             the routes at real time and lose what runs more than 30 s ahead"
+        ));
     }
     for s in &config.sources {
         if !config.routes.iter().any(|r| r.source == s.id) {

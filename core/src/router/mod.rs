@@ -179,6 +179,8 @@ pub(crate) struct Shared {
     /// Per route: the inputs of the relay routes fed by its translated output, taken by the
     /// route's task (dropping them ends the relays' input).
     pub relay_inputs: Vec<std::sync::Mutex<Vec<tokio::sync::mpsc::Sender<RouteIn>>>>,
+    /// The listener hub (`[listen]`): gets every offered route's output, never waits.
+    pub listen: Option<Arc<crate::listen::Hub>>,
 }
 
 impl Shared {
@@ -199,6 +201,9 @@ impl Shared {
             return;
         }
         self.route_stats[r].frames_out.fetch_add(chunk.samples.len() as u64, Relaxed);
+        if let Some(hub) = &self.listen {
+            hub.audio(r, chunk);
+        }
         let wait = self.wait();
         for &s in &self.plan.routes[r].sinks {
             let item = SinkItem::Audio {
@@ -237,6 +242,9 @@ impl Shared {
     pub fn deliver_text(&self, r: usize, item: TextItem) {
         if self.is_stopped(r) {
             return;
+        }
+        if let Some(hub) = &self.listen {
+            hub.text(r, &item);
         }
         let wait = self.wait();
         for &s in &self.plan.routes[r].sinks {
@@ -295,6 +303,8 @@ pub struct RunOptions {
     pub prometheus: Option<PathBuf>,
     /// Period of the status outputs.
     pub interval: Duration,
+    /// The listener hub, when `[listen]` is configured.
+    pub listen: Option<Arc<crate::listen::Hub>>,
 }
 
 /// How a run ended.
@@ -423,6 +433,7 @@ pub fn run(
         over_budget: AtomicBool::new(false),
         gates: gate::Gates::new(&config, &plan),
         relay_inputs,
+        listen: options.listen.clone(),
     });
 
     // Sinks first, so that nothing produced is lost; sources last.
@@ -719,6 +730,7 @@ fn watch_sinks(stats: &RunStats, watch: &mut [SinkWatch]) {
 
 /// The status outputs of [`RunOptions`].
 struct StatusWriter {
+    listen: Option<Arc<crate::listen::Hub>>,
     line: bool,
     json: Option<PathBuf>,
     prometheus: Option<PathBuf>,
@@ -729,6 +741,7 @@ struct StatusWriter {
 impl StatusWriter {
     fn new(o: &RunOptions) -> StatusWriter {
         StatusWriter {
+            listen: o.listen.clone(),
             line: o.status_line,
             json: o.json_status.clone(),
             prometheus: o.prometheus.clone(),
@@ -750,13 +763,24 @@ impl StatusWriter {
             }
         };
         if let Some(p) = &self.json {
-            let text = serde_json::to_string_pretty(&stats.json(final_, exit)).unwrap_or_default() + "\n";
+            let mut v = stats.json(final_, exit);
+            if let Some(hub) = &self.listen {
+                v["listeners"] = hub.json();
+            }
+            let text = serde_json::to_string_pretty(&v).unwrap_or_default() + "\n";
             if let Err(e) = metrics::write_atomic(p, &text) {
                 fail(p, e);
             }
         }
+        let prometheus = || {
+            let mut text = stats.prometheus();
+            if let Some(hub) = &self.listen {
+                text += &hub.prometheus();
+            }
+            text
+        };
         if let Some(p) = &self.prometheus
-            && let Err(e) = metrics::write_atomic(p, &stats.prometheus())
+            && let Err(e) = metrics::write_atomic(p, &prometheus())
         {
             fail(p, e);
         }

@@ -69,6 +69,7 @@ fn task() -> RouteTask {
         over_budget: AtomicBool::new(false),
         gates: gate::Gates::new(&config, &plan),
         relay_inputs: vec![std::sync::Mutex::new(vec![])],
+        listen: None,
     });
     let engine = EngineTarget { engine: config.engine.clone(), url: None };
     RouteTask::new(shared, 0, engine, None, stats)

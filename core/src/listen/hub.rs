@@ -1,0 +1,498 @@
+//! The listener hub: per offered language, the route's output turned into a paced 20 ms packet
+//! stream (Opus, encoded **once**, and 16-bit PCM), fanned out to every listener of that
+//! language through a `tokio::sync::broadcast` channel, plus its captions as JSON.
+//!
+//! ```text
+//!  route (deliver_audio) ─try_send─▶ per-language inbox (bounded; full: counted, dropped)
+//!                                        │
+//!  one "tolk-listen" thread, every 20 ms: take 480 samples per language (silence when the
+//!  route has nothing), encode Opus once, frame PCM once ─broadcast─▶ every listener task
+//!  route (deliver_text)  ─────────────── caption JSON ─broadcast─▶ every listener task
+//! ```
+//!
+//! Nothing here waits for a listener: `broadcast` keeps the last [`PACKETS_KEPT`] packets and a
+//! listener that falls further behind skips its own oldest ones (tokio's `Lagged`), which are
+//! counted per language ([`Channel::dropped`]). A route never waits for the hub either: its
+//! push is a `try_send`.
+//!
+//! The output of a translated route comes in bursts (a response's audio arrives faster than
+//! it plays) with silence between them; the thread plays it out at real time and fills the
+//! gaps with silence, so a listener's jitter buffer sees one steady stream.
+
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use tokio::sync::broadcast;
+use tokio_tungstenite::tungstenite::{Bytes, Utf8Bytes};
+use tolk_plugin_api::TextRole;
+
+use crate::{
+    config::{Config, FLOOR},
+    router::{Chunk, RATE, plan::Plan, sink_lane::TextItem},
+};
+
+/// Samples in one packet: 20 ms at 24 kHz.
+pub const FRAME: usize = (RATE as usize) / 50;
+/// The packet period.
+pub const FRAME_PERIOD: Duration = Duration::from_millis(20);
+/// Packets a listener may fall behind before it skips its oldest (2.56 s; a power of two, as
+/// tokio's broadcast rounds its capacity up to one).
+pub const PACKETS_KEPT: usize = 128;
+/// Bytes of the header before every packet's payload: sequence (u32 BE), send time (u64 BE,
+/// µs since the Unix epoch).
+pub const HEADER_BYTES: usize = 12;
+/// Chunks a route may have queued for the hub before further ones are dropped (and counted).
+const INBOX_CHUNKS: usize = 4_096;
+/// Audio a language may have waiting to play before its oldest is dropped (30 s).
+const MAX_PENDING: usize = 30 * RATE as usize;
+/// Opus bitrate (bit/s): speech, mono.
+const OPUS_BITRATE: i32 = 32_000;
+
+/// One offered language.
+pub struct Channel {
+    /// The route language (`es`, `pt-BR`, `floor`).
+    pub code: String,
+    /// Its name in its own language (`Español`); for the floor, "Floor" and the source's.
+    pub name: String,
+    /// The untranslated original.
+    pub floor: bool,
+    /// The language actually spoken (the source's for the floor).
+    pub spoken: String,
+    /// Opus packets (header + one Opus frame).
+    pub opus: broadcast::Sender<Bytes>,
+    /// PCM packets (header + 480 samples, i16 little-endian).
+    pub pcm: broadcast::Sender<Bytes>,
+    /// Caption JSON text frames.
+    pub captions: broadcast::Sender<Utf8Bytes>,
+    /// Listeners connected now.
+    pub listeners: AtomicU64,
+    /// Most listeners at once.
+    pub peak_listeners: AtomicU64,
+    /// Packets listeners skipped because they fell behind (sum over listeners).
+    pub dropped: AtomicU64,
+    /// Route audio (24 kHz frames) the hub dropped: inbox full or too much waiting.
+    pub input_dropped: AtomicU64,
+    /// Packets produced.
+    pub packets: AtomicU64,
+    inbox: Sender<Chunk>,
+}
+
+impl Channel {
+    /// Counts one more listener.
+    pub fn join(&self) {
+        let n = self.listeners.fetch_add(1, Relaxed) + 1;
+        self.peak_listeners.fetch_max(n, Relaxed);
+    }
+
+    /// Counts one listener less.
+    pub fn leave(&self) {
+        self.listeners.fetch_sub(1, Relaxed);
+    }
+}
+
+/// The hub of a run: the channels, which route feeds which, and the pacing thread.
+pub struct Hub {
+    /// Offered languages, in `[listen] routes` order.
+    pub channels: Vec<Arc<Channel>>,
+    /// Per route index: the channel its audio and captions go to.
+    by_route: Vec<Option<usize>>,
+    /// Per route index: the floor channel its source transcripts also go to (the first
+    /// translated route of each source that has an offered floor).
+    source_text_to: Vec<Option<usize>>,
+    stop: Arc<AtomicBool>,
+    thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let codes: Vec<&str> = self.channels.iter().map(|c| c.code.as_str()).collect();
+        f.debug_struct("Hub").field("channels", &codes).finish()
+    }
+}
+
+impl Hub {
+    /// Builds the hub for `config`'s `[listen]` section and starts its pacing thread; `None`
+    /// without the section. `Err` when the Opus encoder cannot be created.
+    pub fn start(config: &Config) -> Result<Option<Arc<Hub>>, String> {
+        let Some(listen) = &config.listen else { return Ok(None) };
+        let plan = Plan::new(config);
+        let mut channels = vec![];
+        let mut inboxes = vec![];
+        let mut by_route = vec![None; plan.routes.len()];
+        let mut source_text_to = vec![None; plan.routes.len()];
+        for code in &listen.routes {
+            let Some(r) = plan.routes.iter().position(|r| &r.language == code) else { continue };
+            let floor = code == FLOOR;
+            let spoken = if floor { config.sources[plan.routes[r].source].language.clone() } else { code.clone() };
+            let name = if floor {
+                format!("Floor · {}", super::names::native_name(&spoken))
+            } else {
+                super::names::native_name(code).to_string()
+            };
+            let (tx, rx) = crossbeam_channel::bounded(INBOX_CHUNKS);
+            let c = channels.len();
+            by_route[r] = Some(c);
+            if floor {
+                let src = plan.routes[r].source;
+                if let Some(t) = plan.routes.iter().position(|x| x.source == src && !x.is_floor() && x.via.is_none()) {
+                    source_text_to[t] = Some(c);
+                }
+            }
+            channels.push(Arc::new(Channel {
+                code: code.clone(),
+                name,
+                floor,
+                spoken,
+                opus: broadcast::channel(PACKETS_KEPT).0,
+                pcm: broadcast::channel(PACKETS_KEPT).0,
+                captions: broadcast::channel(256).0,
+                listeners: AtomicU64::new(0),
+                peak_listeners: AtomicU64::new(0),
+                dropped: AtomicU64::new(0),
+                input_dropped: AtomicU64::new(0),
+                packets: AtomicU64::new(0),
+                inbox: tx,
+            }));
+            inboxes.push(rx);
+        }
+        let mut encoders = vec![];
+        for c in &channels {
+            let mut e = opus::Encoder::new(RATE, opus::Channels::Mono, opus::Application::Audio)
+                .map_err(|e| format!("listen: cannot create the Opus encoder for \"{}\": {e}", c.code))?;
+            e.set_bitrate(opus::Bitrate::Bits(OPUS_BITRATE))
+                .map_err(|e| format!("listen: cannot set the Opus bitrate: {e}"))?;
+            encoders.push(e);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let pacer = Pacer {
+            channels: channels.clone(),
+            inboxes,
+            encoders,
+            pending: channels.iter().map(|_| VecDeque::new()).collect(),
+            stop: Arc::clone(&stop),
+        };
+        let thread = std::thread::Builder::new()
+            .name("tolk-listen".into())
+            .spawn(move || pacer.run())
+            .map_err(|e| format!("listen: cannot start the packet thread: {e}"))?;
+        Ok(Some(Arc::new(Hub {
+            channels,
+            by_route,
+            source_text_to,
+            stop,
+            thread: std::sync::Mutex::new(Some(thread)),
+        })))
+    }
+
+    /// The channel of language `code`.
+    pub fn channel(&self, code: &str) -> Option<&Arc<Channel>> {
+        self.channels.iter().find(|c| c.code.eq_ignore_ascii_case(code))
+    }
+
+    /// Route `r`'s output audio (never waits).
+    pub fn audio(&self, r: usize, chunk: &Chunk) {
+        let Some(Some(c)) = self.by_route.get(r) else { return };
+        let ch = &self.channels[*c];
+        match ch.inbox.try_send(chunk.clone()) {
+            Ok(()) => {}
+            Err(TrySendError::Full(c) | TrySendError::Disconnected(c)) => {
+                ch.input_dropped.fetch_add(c.samples.len() as u64, Relaxed);
+            }
+        }
+    }
+
+    /// Route `r`'s text event, as a caption for its listeners (never waits).
+    pub fn text(&self, r: usize, item: &TextItem) {
+        let mut json: Option<Utf8Bytes> = None;
+        let targets = [
+            self.by_route.get(r).copied().flatten(),
+            match item.role {
+                TextRole::Source => self.source_text_to.get(r).copied().flatten(),
+                TextRole::Translation => None,
+            },
+        ];
+        for c in targets.into_iter().flatten() {
+            let text = json.get_or_insert_with(|| caption_json(item)).clone();
+            // No receiver: nobody listens; not a loss.
+            let _ = self.channels[c].captions.send(text);
+        }
+    }
+
+    /// Per language for `--json-status` (`listeners`): connected now, the most at once,
+    /// packets produced, packets slow listeners skipped, route audio the hub dropped (s).
+    pub fn json(&self) -> serde_json::Value {
+        self.channels
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "language": c.code,
+                    "listeners": c.listeners.load(Relaxed),
+                    "peak_listeners": c.peak_listeners.load(Relaxed),
+                    "packets": c.packets.load(Relaxed),
+                    "packets_skipped": c.dropped.load(Relaxed),
+                    "route_audio_dropped_s": c.input_dropped.load(Relaxed) as f64 / f64::from(RATE),
+                })
+            })
+            .collect()
+    }
+
+    /// The same in the Prometheus text format (`tolk_listeners{language="es"}` …).
+    pub fn prometheus(&self) -> String {
+        use std::fmt::Write;
+        let mut o = String::new();
+        type Row = (&'static str, &'static str, &'static str, fn(&Channel) -> f64);
+        let rows: [Row; 4] = [
+            ("tolk_listeners", "Listeners connected now.", "gauge", |c| c.listeners.load(Relaxed) as f64),
+            ("tolk_listener_packets_total", "20 ms packets produced.", "counter", |c| c.packets.load(Relaxed) as f64),
+            (
+                "tolk_listener_packets_skipped_total",
+                "Packets listeners skipped because they fell behind.",
+                "counter",
+                |c| c.dropped.load(Relaxed) as f64,
+            ),
+            (
+                "tolk_listener_route_audio_dropped_seconds",
+                "Route audio the listener hub dropped (its inbox full or over 30 s waiting).",
+                "counter",
+                |c| c.input_dropped.load(Relaxed) as f64 / f64::from(RATE),
+            ),
+        ];
+        for (name, help, kind, f) in rows {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for c in &self.channels {
+                let _ = writeln!(o, "{name}{{language=\"{}\"}} {}", c.code, f(c));
+            }
+        }
+        o
+    }
+
+    /// Stops the pacing thread (listeners' audio ends).
+    pub fn stop(&self) {
+        self.stop.store(true, Relaxed);
+        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+    }
+}
+
+/// The caption frame of a text event.
+pub fn caption_json(item: &TextItem) -> Utf8Bytes {
+    let role = match item.role {
+        TextRole::Source => "source",
+        TextRole::Translation => "translation",
+    };
+    serde_json::json!({
+        "type": "caption",
+        "role": role,
+        "final": item.is_final,
+        "utterance": item.utterance_id,
+        "language": &*item.language,
+        "text": item.text,
+        "start_ms": item.start_ms,
+        "end_ms": item.end_ms,
+    })
+    .to_string()
+    .into()
+}
+
+/// A packet: the header, then `payload`.
+pub fn packet(seq: u32, payload: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(HEADER_BYTES + payload.len());
+    out.extend_from_slice(&seq.to_be_bytes());
+    let us = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
+    out.extend_from_slice(&us.to_be_bytes());
+    out.extend_from_slice(payload);
+    out.into()
+}
+
+/// The pacing thread's state.
+struct Pacer {
+    channels: Vec<Arc<Channel>>,
+    inboxes: Vec<Receiver<Chunk>>,
+    encoders: Vec<opus::Encoder>,
+    pending: Vec<VecDeque<i16>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Pacer {
+    fn run(mut self) {
+        let start = Instant::now();
+        let mut seq: u32 = 0;
+        let mut frame = vec![0i16; FRAME];
+        let mut pcm = vec![0u8; FRAME * 2];
+        let mut opus_out = vec![0u8; 1500];
+        while !self.stop.load(Relaxed) {
+            // Absolute deadlines: a late tick is made up by the next, the rate never drifts.
+            let due = start + FRAME_PERIOD * seq;
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            } else if now - due > Duration::from_millis(200) {
+                // Far behind (the machine stalled): skip ahead rather than burst.
+                seq += ((now - due).as_millis() / FRAME_PERIOD.as_millis()) as u32;
+                continue;
+            }
+            for c in 0..self.channels.len() {
+                let ch = &self.channels[c];
+                let pending = &mut self.pending[c];
+                while let Ok(chunk) = self.inboxes[c].try_recv() {
+                    pending.extend(chunk.samples.iter().copied());
+                }
+                if pending.len() > MAX_PENDING {
+                    let over = pending.len() - MAX_PENDING;
+                    pending.drain(..over);
+                    ch.input_dropped.fetch_add(over as u64, Relaxed);
+                }
+                let n = pending.len().min(FRAME);
+                for (i, s) in frame.iter_mut().enumerate() {
+                    *s = if i < n { pending[i] } else { 0 };
+                }
+                pending.drain(..n);
+                ch.packets.fetch_add(1, Relaxed);
+                // Encoded once per language, whoever listens; skipped only with nobody at all.
+                if ch.opus.receiver_count() > 0 {
+                    match self.encoders[c].encode(&frame, &mut opus_out) {
+                        Ok(len) => {
+                            let _ = ch.opus.send(packet(seq, &opus_out[..len]));
+                        }
+                        Err(e) => tracing::warn!("listen: Opus encoding for \"{}\" failed: {e}", ch.code),
+                    }
+                }
+                if ch.pcm.receiver_count() > 0 {
+                    for (i, s) in frame.iter().enumerate() {
+                        pcm[2 * i..2 * i + 2].copy_from_slice(&s.to_le_bytes());
+                    }
+                    let _ = ch.pcm.send(packet(seq, &pcm));
+                }
+            }
+            seq = seq.wrapping_add(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub() -> Arc<Hub> {
+        let text = r#"
+[listen]
+[[source]]
+id = "stage"
+plugin = "tolk.tone"
+language = "en"
+[[route]]
+source = "stage"
+to = ["floor", "es"]
+"#;
+        let (config, errors) = crate::config::parse_str(text, "t.toml", std::path::Path::new("."));
+        assert!(errors.is_empty(), "{errors:?}");
+        Hub::start(&config).unwrap().unwrap()
+    }
+
+    fn samples(p: &Bytes) -> Vec<i16> {
+        p[HEADER_BYTES..].chunks(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect()
+    }
+
+    #[tokio::test]
+    async fn a_burst_is_played_out_in_20_ms_packets_then_silence() {
+        let hub = hub();
+        assert_eq!(hub.channels.iter().map(|c| c.code.as_str()).collect::<Vec<_>>(), ["floor", "es"]);
+        let es = Arc::clone(hub.channel("es").unwrap());
+        let mut rx = es.pcm.subscribe();
+        // 50 ms of a ramp arrives at once (a response's audio comes faster than it plays).
+        let burst: Vec<i16> = (1..=1200).collect();
+        let chunk = Chunk { offset: 0, samples: Arc::from(burst.clone()), born: Instant::now() };
+        // Route 1 is `es`: wait for a packet first so the burst is not split by a tick.
+        rx.recv().await.unwrap();
+        hub.audio(1, &chunk);
+        let mut got = vec![];
+        let mut seqs = vec![];
+        let start = Instant::now();
+        while got.len() < 1200 + 2 * FRAME {
+            let p = rx.recv().await.unwrap();
+            seqs.push(u32::from_be_bytes(p[..4].try_into().unwrap()));
+            let s = samples(&p);
+            assert_eq!(s.len(), FRAME);
+            // Skip the silent packets before the burst arrived.
+            if got.is_empty() && s.iter().all(|&x| x == 0) {
+                continue;
+            }
+            got.extend(s);
+        }
+        assert_eq!(&got[..1200], &burst[..], "the burst in order, nothing lost");
+        assert!(got[1200..].iter().all(|&x| x == 0), "silence after it");
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "consecutive packets: {seqs:?}");
+        // 5+ packets of 20 ms: paced at real time, not sent at once (lower bound only).
+        assert!(start.elapsed() >= Duration::from_millis(60), "{:?}", start.elapsed());
+        assert_eq!(es.input_dropped.load(Relaxed), 0);
+        hub.stop();
+    }
+
+    #[test]
+    fn source_transcripts_also_caption_the_floor_translations_only_their_language() {
+        let hub = hub();
+        let (floor, es) = (hub.channel("floor").unwrap(), hub.channel("es").unwrap());
+        let (mut f, mut e) = (floor.captions.subscribe(), es.captions.subscribe());
+        let item = |role, text: &str| TextItem {
+            role,
+            is_final: true,
+            utterance_id: 3,
+            language: Arc::from(if role == TextRole::Source { "en" } else { "es" }),
+            text: text.into(),
+            start_ms: 1000,
+            end_ms: 2500,
+        };
+        hub.text(1, &item(TextRole::Source, "[en] utterance 3"));
+        hub.text(1, &item(TextRole::Translation, "[es] utterance 3"));
+        let json = |t: Utf8Bytes| serde_json::from_str::<serde_json::Value>(&t).unwrap();
+        let got_es: Vec<_> = [e.try_recv().unwrap(), e.try_recv().unwrap()].map(json).into();
+        assert_eq!(got_es[0]["role"], "source");
+        assert_eq!(got_es[1]["text"], "[es] utterance 3");
+        assert_eq!(got_es[1]["start_ms"], 1000);
+        assert_eq!(got_es[1]["type"], "caption");
+        assert_eq!(json(f.try_recv().unwrap())["text"], "[en] utterance 3");
+        assert!(f.try_recv().is_err(), "no translation on the floor");
+        hub.stop();
+    }
+
+    #[tokio::test]
+    async fn a_listener_that_does_not_read_skips_its_own_oldest_packets_only() {
+        let hub = hub();
+        let floor = Arc::clone(hub.channel("floor").unwrap());
+        let mut slow = floor.opus.subscribe();
+        let mut fast = floor.opus.subscribe();
+        let mut last = None;
+        // More packets than the PACKETS_KEPT a listener may fall behind.
+        for _ in 0..(PACKETS_KEPT + 30) {
+            let p = fast.recv().await.unwrap();
+            let seq = u32::from_be_bytes(p[..4].try_into().unwrap());
+            if let Some(l) = last {
+                assert_eq!(seq, l + 1, "the reading listener misses nothing");
+            }
+            last = Some(seq);
+            assert!(p.len() > HEADER_BYTES, "an Opus packet follows the header");
+        }
+        match slow.recv().await {
+            Err(broadcast::error::RecvError::Lagged(n)) => assert!(n >= 30, "{n}"),
+            other => panic!("the idle listener should have lagged: {other:?}"),
+        }
+        // After skipping, it reads the newest packets kept.
+        assert!(slow.recv().await.is_ok());
+        hub.stop();
+    }
+}
