@@ -9,6 +9,8 @@ mod devices;
 mod inputs;
 mod listen;
 mod loading;
+#[cfg(feature = "offline")]
+mod offline;
 mod readme_plugin;
 mod realtime;
 mod relay;

@@ -46,7 +46,13 @@ pub enum Chunk {
     Audio(Vec<i16>),
     /// A fragment of the transcript (or of the text output); append-only.
     Text(String),
+    /// Nothing yet: the engine is still working (on another thread); ask again shortly. The
+    /// session waits [`PENDING_POLL_MS`] before the next step.
+    Pending,
 }
+
+/// How long a session waits after [`Chunk::Pending`] before asking again.
+pub const PENDING_POLL_MS: u64 = 10;
 
 /// Produces response content. Implementations must be cheap to call from an async task: heavy
 /// work belongs in the returned iterator, which the session drives one chunk at a time.
@@ -56,6 +62,13 @@ pub trait Engine: Send + Sync + fmt::Debug {
 
     /// The input transcription of one utterance (`language` from the session, `und` if unset).
     fn transcribe(&self, utterance: u64, samples: &[i16], language: &str) -> String;
+
+    /// Whether the engine can produce `language` (a tag, `und` when unknown); the error is the
+    /// message of the session's `unsupported_language` error event. The test engine takes all.
+    fn check_language(&self, language: &str) -> Result<(), String> {
+        let _ = language;
+        Ok(())
+    }
 }
 
 /// Length of the language marker tone at the start of each response's audio.
@@ -163,6 +176,10 @@ const LANGUAGE_NAMES: &[(&str, &str)] = &[
     ("greek", "el"),
     ("hebrew", "he"),
     ("hindi", "hi"),
+    ("catalan", "ca"),
+    ("galician", "gl"),
+    ("basque", "eu"),
+    ("esperanto", "eo"),
 ];
 
 /// The target language named by session instructions: a line `Target language: <tag>` wins;

@@ -68,6 +68,8 @@ pub mod engine;
 pub mod faults;
 pub mod http;
 pub mod limits;
+#[cfg(feature = "offline")]
+pub mod offline;
 pub mod protocol;
 pub mod realtime_session;
 pub mod translation;
@@ -838,6 +840,15 @@ pub struct ServeArgs {
     /// possible.
     #[arg(long, value_name = "X", default_value_t = DEFAULT_ENGINE_SPEED)]
     pub engine_speed: f64,
+    /// The content engine: `test` (deterministic tones and echoes: proves the plumbing, does
+    /// not translate) or `offline` (Whisper tiny.en + apertium + espeak-ng on this machine;
+    /// needs a build with the cargo feature `tolk-core/offline` and `scripts/models.sh`).
+    #[arg(long, value_name = "ENGINE", default_value = "test")]
+    pub engine: String,
+    /// Print the languages the offline engine can interpret into (English source), one per
+    /// line as `en→<tag> <apertium mode file>`, and exit.
+    #[arg(long)]
+    pub list_languages: bool,
     /// Serve wss:// with this PEM certificate chain (leaf first); needs --tls-key.
     #[arg(long, value_name = "PEM", requires = "tls_key", help_heading = "TLS")]
     pub tls_cert: Option<PathBuf>,
@@ -873,6 +884,55 @@ pub struct ServeArgs {
     /// Fault: stop sending anything after SECS (the connection stays open).
     #[arg(long, value_name = "SECS", help_heading = "Fault injection")]
     pub fault_stall_after: Option<f64>,
+}
+
+/// The engine named by `--engine`; `None` after `--list-languages` printed them; else the
+/// exit code after a one-line error.
+fn select_engine(name: &str, list: bool) -> Result<Option<Arc<dyn Engine>>, u8> {
+    #[cfg(feature = "offline")]
+    if list {
+        let langs = offline::installed_languages();
+        if langs.is_empty() {
+            crate::errln!(
+                "error: --list-languages: no English → X apertium pair with an espeak-ng voice in {} (run scripts/deps.sh)",
+                offline::mt::modes_dir().display()
+            );
+            return Err(crate::exit::RUNTIME);
+        }
+        for (tag, mode) in langs {
+            println!("en→{tag} {}", mode.display());
+        }
+        return Ok(None);
+    }
+    #[cfg(not(feature = "offline"))]
+    if list {
+        crate::errln!(
+            "error: --list-languages: this tolk was built without the offline engine (cargo feature tolk-core/offline)"
+        );
+        return Err(crate::exit::USAGE);
+    }
+    match name {
+        "test" => Ok(Some(Arc::new(TestEngine))),
+        #[cfg(feature = "offline")]
+        "offline" => match offline::OfflineEngine::load() {
+            Ok(e) => Ok(Some(Arc::new(e))),
+            Err(e) => {
+                crate::errln!("error: --engine offline: {e}");
+                Err(crate::exit::USAGE)
+            }
+        },
+        #[cfg(not(feature = "offline"))]
+        "offline" => {
+            crate::errln!(
+                "error: --engine offline: this tolk was built without it (build with `--features tolk-core/offline`)"
+            );
+            Err(crate::exit::USAGE)
+        }
+        other => {
+            crate::errln!("error: --engine {other}: unknown engine (known: test, offline)");
+            Err(crate::exit::USAGE)
+        }
+    }
 }
 
 /// Runs `tolk serve` from its arguments; returns the exit status.
@@ -935,7 +995,13 @@ pub fn run_cli(args: ServeArgs) -> u8 {
         },
         _ => None,
     };
+    let engine: Arc<dyn Engine> = match select_engine(&args.engine, args.list_languages) {
+        Ok(Some(e)) => e,
+        Ok(None) => return crate::exit::OK,
+        Err(code) => return code,
+    };
     run_foreground(ServeOptions {
+        engine,
         listen: args.listen,
         token: args.token.filter(|t| !t.is_empty()),
         faults,

@@ -19,7 +19,7 @@ use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
 use super::{
-    engine::{Chunk, Engine, EngineRequest},
+    engine::{Chunk, Engine, EngineRequest, PENDING_POLL_MS},
     new_id,
     protocol::{ApiError, AudioFormat, TranslationConfig, check_keys, decode_audio, string},
     realtime_session::{append_bounded, unknown_event},
@@ -215,6 +215,12 @@ impl TranslationSession {
 
     fn next_job(&mut self, now: Instant) {
         let Some(job) = self.jobs.pop_front() else { return };
+        if let Err(message) = self.engine.check_language(&self.cfg.language) {
+            let e = ApiError::invalid(Some("unsupported_language"), message, Some("session.audio.output.language"));
+            self.out.push_back(e.to_event(None));
+            self.jobs.clear();
+            return;
+        }
         let chunks = self.engine.respond(&EngineRequest {
             utterance: job.utterance,
             samples: &job.samples,
@@ -256,6 +262,10 @@ impl TranslationSession {
                     self.out.push_back(
                         json!({"type": "session.output_transcript.delta", "delta": t, "elapsed_ms": elapsed_ms}),
                     );
+                }
+                Some(Chunk::Pending) => {
+                    r.next_at = now + Duration::from_millis(PENDING_POLL_MS);
+                    break;
                 }
                 None => {
                     self.running = None;

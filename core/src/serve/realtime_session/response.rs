@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::{RATE_LIMIT_TOKENS, RealtimeSession, items::*};
 use crate::serve::{
-    engine::{Chunk, EngineRequest, language_from_instructions},
+    engine::{Chunk, EngineRequest, PENDING_POLL_MS, language_from_instructions},
     new_id,
     protocol::{ApiError, AudioFormat, Dialect, check_keys, encode_audio, obj},
     usage::{AUDIO_OUT_TOKENS_PER_S, Tokens, Usage, audio_tokens, text_tokens},
@@ -216,6 +216,13 @@ impl RealtimeSession {
             _ => (0, Vec::new(), None),
         };
         let language = language_from_instructions(&instructions);
+        if let Err(message) = self.engine.check_language(&language) {
+            self.error(ApiError::invalid(Some("unsupported_language"), message, Some("session.instructions")), None);
+            if let Some(next) = self.queued.pop_front() {
+                self.start_response(next, now);
+            }
+            return;
+        }
         let voice_name = match &voice {
             Value::String(s) => s.clone(),
             _ => self.cfg.voice_name(),
@@ -326,6 +333,10 @@ impl RealtimeSession {
                     self.emit(ev);
                 }
                 Some(Chunk::Audio(_)) => {}
+                Some(Chunk::Pending) => {
+                    a.next_at = now + Duration::from_millis(PENDING_POLL_MS);
+                    return;
+                }
                 Some(Chunk::Text(t)) => {
                     let name = if a.audio_out {
                         "response.output_audio_transcript.delta"
