@@ -235,8 +235,9 @@ fn start_engine(
 ) -> Result<(EngineTarget, Option<crate::serve::ServerHandle>), String> {
     match config.engine.provider {
         Provider::Local if config.engine.url.is_none() => {
+            let engine = crate::serve::engine_by_name(&config.engine.local_engine)?;
             let server = rt
-                .block_on(crate::serve::Server::bind(crate::serve::ServeOptions::default()))
+                .block_on(crate::serve::Server::bind(crate::serve::ServeOptions { engine, ..Default::default() }))
                 .map_err(|e| format!("cannot start the local server: {e}"))?;
             let handle = {
                 let _guard = rt.enter();

@@ -280,3 +280,48 @@ fn list_languages_names_the_installed_pairs() {
     assert!(out.stdout.lines().any(|l| l.starts_with("en→ca ")), "{}", out.stdout);
     assert!(!out.stdout.contains("en→fr"), "{}", out.stdout);
 }
+
+/// `[engine] engine = "offline"`: `tolk check` accepts the installed pairs and names a route
+/// language without one (before anything starts).
+#[test]
+fn check_rejects_a_route_language_without_a_pair() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |to: &str| {
+        format!(
+            r#"[engine]
+provider = "local"
+engine = "offline"
+
+[[source]]
+id = "stage"
+plugin = "tolk.wav"
+language = "en"
+[source.config]
+path = "{}"
+
+[[route]]
+source = "stage"
+to = [{to}]
+sinks = ["captions"]
+
+[[sink]]
+id = "captions"
+plugin = "tolk.captions"
+[sink.config]
+jsonl = "out/{{lang}}.jsonl"
+"#,
+            root().join("configs/samples/keynote-en.wav").display()
+        )
+    };
+    let good = tolk_tests::write(dir.path(), "good.toml", &config(r#""es", "ca""#));
+    let out = tolk_tests::run(tolk_tests::tolk().arg("check").arg(&good));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let bad = tolk_tests::write(dir.path(), "bad.toml", &config(r#""es", "fr""#));
+    let out = tolk_tests::run(tolk_tests::tolk().arg("check").arg(&bad));
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.err_lines().iter().any(|l| l.contains("route[0].to") && l.contains("en→fr") && !l.contains("en→es:")),
+        "{}",
+        out.stderr
+    );
+}

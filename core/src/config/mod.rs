@@ -72,6 +72,10 @@ impl Provider {
 pub struct Engine {
     /// The service.
     pub provider: Provider,
+    /// With `provider = "local"`: the engine of the in-process `tolk serve`, `test` (the
+    /// default: tones and echoes, no translation) or `offline` (Whisper + apertium + espeak-ng,
+    /// cargo feature `tolk-core/offline`).
+    pub local_engine: String,
     /// Model (or Azure deployment) name.
     pub model: String,
     /// Endpoint URL override.
@@ -111,6 +115,7 @@ impl Default for Engine {
     fn default() -> Self {
         Engine {
             provider: Provider::Local,
+            local_engine: "test".into(),
             model: "gpt-realtime".into(),
             url: None,
             endpoint: None,

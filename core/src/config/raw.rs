@@ -8,6 +8,7 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct RawEngine {
     pub provider: Option<String>,
+    pub engine: Option<String>,
     pub model: Option<String>,
     pub url: Option<String>,
     pub endpoint: Option<String>,

@@ -166,6 +166,8 @@ pub fn parse_str(text: &str, file: &str, dir: &Path) -> (Config, Vec<ConfigError
     }
     relays(&mut cx, &config, &routed);
     gates(&mut cx, &config);
+    #[cfg(feature = "offline")]
+    offline_languages(&mut cx, &config);
     // `[listen]` names route languages: checked once the routes are known.
     if let Some(Some(raw)) = raw_listen {
         config.listen = Some(super::listen::validate(raw, &config.routes, dir, &mut |k, m| cx.err(k, m)));
@@ -242,6 +244,21 @@ fn engine(cx: &mut Ctx, value: Option<toml::Value>) -> Engine {
             Provider::Local
         }
     };
+    match (raw.engine.as_deref(), e.provider) {
+        (None, _) => {}
+        (Some(name), Provider::Local) => match name {
+            "test" => {}
+            "offline" if cfg!(feature = "offline") => e.local_engine = name.into(),
+            "offline" => cx.err(
+                "engine.engine",
+                "\"offline\": this tolk was built without the offline engine (build with `--features tolk-core/offline`)",
+            ),
+            other => cx.err("engine.engine", format!("unknown engine \"{other}\" (expected one of: test, offline)")),
+        },
+        (Some(_), p) => {
+            cx.err("engine.engine", format!("only for provider \"local\" (this is provider \"{}\")", p.as_str()))
+        }
+    }
     e.model = match (raw.model.clone(), e.provider) {
         (Some(m), _) if m.trim().is_empty() => {
             cx.err("engine.model", "must not be empty");
@@ -730,6 +747,32 @@ fn route(
         gate_release_ms,
         key: key.to_string(),
     })
+}
+
+/// With the offline engine: every translated route language has an installed pair.
+#[cfg(feature = "offline")]
+fn offline_languages(cx: &mut Ctx, config: &Config) {
+    if config.engine.provider != Provider::Local
+        || config.engine.local_engine != "offline"
+        || config.engine.url.is_some()
+    {
+        return;
+    }
+    let installed: Vec<&str> = crate::serve::offline::installed_languages().into_iter().map(|(t, _)| t).collect();
+    for r in &config.routes {
+        for lang in r.to.iter().filter(|t| *t != super::FLOOR) {
+            let primary = lang.split('-').next().unwrap_or(lang);
+            if !installed.contains(&primary) {
+                cx.err(
+                    format!("{}.to", r.key),
+                    format!(
+                        "the offline engine cannot interpret en→{lang}: no apertium pair with an espeak-ng voice is installed for it (installed: {})",
+                        installed.iter().map(|t| format!("en→{t}")).collect::<Vec<_>>().join(", ")
+                    ),
+                );
+            }
+        }
+    }
 }
 
 /// Checks the relay routes: each pivot (source → `via`) is routed by some route, and following

@@ -886,6 +886,21 @@ pub struct ServeArgs {
     pub fault_stall_after: Option<f64>,
 }
 
+/// The engine named `name` (`test`, or `offline` in a build with the feature); the error is
+/// one line.
+pub fn engine_by_name(name: &str) -> Result<Arc<dyn Engine>, String> {
+    match name {
+        "test" => Ok(Arc::new(TestEngine)),
+        #[cfg(feature = "offline")]
+        "offline" => Ok(Arc::new(offline::OfflineEngine::load()?)),
+        #[cfg(not(feature = "offline"))]
+        "offline" => {
+            Err("this tolk was built without the offline engine (build with `--features tolk-core/offline`)".into())
+        }
+        other => Err(format!("unknown engine {other:?} (known: test, offline)")),
+    }
+}
+
 /// The engine named by `--engine`; `None` after `--list-languages` printed them; else the
 /// exit code after a one-line error.
 fn select_engine(name: &str, list: bool) -> Result<Option<Arc<dyn Engine>>, u8> {
@@ -911,28 +926,10 @@ fn select_engine(name: &str, list: bool) -> Result<Option<Arc<dyn Engine>>, u8> 
         );
         return Err(crate::exit::USAGE);
     }
-    match name {
-        "test" => Ok(Some(Arc::new(TestEngine))),
-        #[cfg(feature = "offline")]
-        "offline" => match offline::OfflineEngine::load() {
-            Ok(e) => Ok(Some(Arc::new(e))),
-            Err(e) => {
-                crate::errln!("error: --engine offline: {e}");
-                Err(crate::exit::USAGE)
-            }
-        },
-        #[cfg(not(feature = "offline"))]
-        "offline" => {
-            crate::errln!(
-                "error: --engine offline: this tolk was built without it (build with `--features tolk-core/offline`)"
-            );
-            Err(crate::exit::USAGE)
-        }
-        other => {
-            crate::errln!("error: --engine {other}: unknown engine (known: test, offline)");
-            Err(crate::exit::USAGE)
-        }
-    }
+    engine_by_name(name).map(Some).map_err(|e| {
+        crate::errln!("error: --engine {name}: {e}");
+        crate::exit::USAGE
+    })
 }
 
 /// Runs `tolk serve` from its arguments; returns the exit status.
