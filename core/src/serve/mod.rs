@@ -42,7 +42,10 @@
 //!
 //! The content comes from an [`engine::Engine`]; the shipped [`engine::TestEngine`] **proves
 //! the plumbing and does not translate** (its output is the input utterance behind a
-//! per-language marker tone; see [`engine`]). Failures are injected with [`faults`], from the
+//! per-language marker tone; see [`engine`]). With the cargo feature `offline`, `--engine
+//! offline` selects `offline::OfflineEngine` instead: real interpretation on this machine
+//! (Whisper → apertium → espeak-ng), its work on threads of its own (the session polls it
+//! with [`engine::Chunk::Pending`]). Failures are injected with [`faults`], from the
 //! command line or the `tolk.fault` control event.
 //!
 //! ## Library use (in-process tests)
