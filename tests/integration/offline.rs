@@ -226,7 +226,7 @@ async fn keynote_is_interpreted_into_spanish_speech() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unsupported_pair_gets_an_error_naming_it_and_silence_gets_no_text() {
+async fn an_unsupported_pair_gets_an_error_naming_it_and_silence_or_noise_get_no_text() {
     let (_serve, url) = serve_offline();
     let mut ws = session(&url, "fr").await;
     let (_, keynote) = read_wav_i16(&root().join("configs/samples/keynote-en.wav"));
@@ -269,6 +269,34 @@ async fn an_unsupported_pair_gets_an_error_naming_it_and_silence_gets_no_text() 
         }
     };
     assert_eq!(transcription.as_deref(), Some(""));
+    assert_eq!(done["response"]["output"][0]["content"][0]["transcript"], "", "{done}");
+
+    // 40 s of loud white noise (the energy VAD calls it speech; two Whisper windows): no text.
+    let mut seed = 0x2545_f491_u32;
+    let noise: Vec<i16> = (0..24_000 * 40)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            (seed % 12_001) as i16 - 6_000
+        })
+        .collect();
+    for c in noise.chunks(24_000) {
+        send(&mut ws, json!({"type": "input_audio_buffer.append", "audio": b64(c)})).await;
+    }
+    send(&mut ws, json!({"type": "input_audio_buffer.commit"})).await;
+    send(&mut ws, json!({"type": "response.create"})).await;
+    let mut transcription = None;
+    let done = loop {
+        let v = recv(&mut ws).await;
+        if v["type"] == "conversation.item.input_audio_transcription.completed" {
+            transcription = Some(v["transcript"].as_str().unwrap().to_string());
+        }
+        if v["type"] == "response.done" {
+            break v;
+        }
+    };
+    assert_eq!(transcription.as_deref(), Some(""), "no text invented from noise");
     assert_eq!(done["response"]["output"][0]["content"][0]["transcript"], "", "{done}");
 }
 
