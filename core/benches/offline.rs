@@ -7,8 +7,8 @@
 //! - ASR, MT and TTS seconds;
 //! - ear-voice span: end of the source turn → first translated audio chunk = the VAD's
 //!   end-of-speech wait (400 ms) + the engine's time to its first audio chunk;
-//! - CPU seconds of this process per second of source speech, per route (≤ 0.5 keeps two
-//!   routes within real time on 2 cores);
+//! - CPU seconds of this process and its espeak-ng calls per second of source speech, per route
+//!   (≤ 1.0 for two routes keeps them within real time on 2 cores);
 //!
 //! and ASR word accuracy on the keynote (reference: `configs/samples/keynote-en.txt`).
 //!
@@ -33,8 +33,10 @@ fn cpu_seconds() -> f64 {
     let rest = stat.rsplit(')').next().unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // Fields 14 and 15 (utime, stime) of /proc/PID/stat, counted after the command name.
-    (ticks(11) + ticks(12)) / 100.0
+    // Fields 14–17 (utime, stime, and those of waited-for children: the espeak-ng calls) of
+    // /proc/PID/stat, counted after the command name. The long-running apertium pipelines are
+    // not waited for, so their CPU (a few ms per turn, see MT) is not in it.
+    (ticks(11) + ticks(12) + ticks(13) + ticks(14)) / 100.0
 }
 
 fn quantile(v: &mut [f64], q: f64) -> f64 {
