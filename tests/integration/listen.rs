@@ -146,9 +146,14 @@ impl Drop for Listening {
 
 /// One raw HTTP request; returns (status, body).
 fn http(addr: &str, request_line: &str) -> (u16, String) {
+    http_with(addr, request_line, "")
+}
+
+/// [`http`] with more header lines (each ending in `\r\n`).
+fn http_with(addr: &str, request_line: &str, headers: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "{request_line}\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(s, "{request_line}\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n").unwrap();
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     let text = String::from_utf8_lossy(&out).into_owned();
@@ -268,6 +273,8 @@ async fn listener_server_serves_only_its_paths_and_a_malformed_frame_ends_only_i
             "GET /ws?lang=es HTTP/1.1",
             "GET /api/languages HTTP/1.1",
             "GET /qr HTTP/1.1",
+            "GET /operator HTTP/1.1",
+            "GET /api/operator/status HTTP/1.1",
         ] {
             out.push((line, http(&a, line)));
         }
@@ -295,6 +302,9 @@ async fn listener_server_serves_only_its_paths_and_a_malformed_frame_ends_only_i
             ("GET /ws?lang=es HTTP/1.1", 426),
             ("GET /api/languages HTTP/1.1", 200),
             ("GET /qr HTTP/1.1", 200),
+            // No operator_token configured: no console.
+            ("GET /operator HTTP/1.1", 404),
+            ("GET /api/operator/status HTTP/1.1", 404),
         ]
     );
     // The printable page: a QR code per language, each to the page with it chosen.
@@ -534,4 +544,116 @@ to = ["es", "floor"]
     let r = run(tolk().arg("check").arg(&lossless));
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stderr.contains("lossless.toml: listen: run.delivery is \"lossless\""), "{}", r.stderr);
+}
+
+/// The operator token of the console tests.
+const TOKEN: &str = "op-7f3a9c2e51d4";
+
+#[test]
+fn the_operator_console_needs_its_token_and_its_controls_are_http_calls() {
+    let run = Listening::start_with(
+        &format!("operator_token = \"{TOKEN}\""),
+        &["--json-status", "status.json", "--interval", "100"],
+    );
+    let addr = run.addr();
+    let bearer = format!("Authorization: Bearer {TOKEN}\r\n");
+    // Without the token, with a wrong one (query or header, one character off or longer): 401
+    // and nothing of the console.
+    for (line, headers) in [
+        ("GET /operator HTTP/1.1", String::new()),
+        ("GET /operator?token= HTTP/1.1", String::new()),
+        (&*format!("GET /operator?token={} HTTP/1.1", &TOKEN[..TOKEN.len() - 1]), String::new()),
+        (&*format!("GET /operator?token={TOKEN}0 HTTP/1.1"), String::new()),
+        ("GET /api/operator/status HTTP/1.1", "Authorization: Bearer op-7f3a9c2e51d5\r\n".to_string()),
+        ("GET /api/operator/status HTTP/1.1", format!("Authorization: Basic {TOKEN}\r\n")),
+        ("POST /api/operator/mute?lang=es&on=true HTTP/1.1", String::new()),
+    ] {
+        let (status, body) = http_with(&addr, line, &headers);
+        assert_eq!(status, 401, "{line} {headers}");
+        assert_eq!(body, "the operator console needs its token\n", "{line}");
+    }
+    let (status, page) = http(&addr, &format!("GET /operator?token={TOKEN} HTTP/1.1"));
+    assert_eq!(status, 200);
+    assert!(page.contains("<title>Integration test — operator</title>") && page.contains("/operator.js"), "{page}");
+    // The status: both routes, running, with levels, costs and their listeners.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let (code, body) = http_with(&addr, "GET /api/operator/status HTTP/1.1", &bearer);
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let routes = v["routes"].as_array().cloned().unwrap_or_default();
+        if routes.len() == 2
+            && routes.iter().all(|r| r["state"] == "running" && r["level_in_dbfs"].is_number() && r["responses"] != 0)
+        {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "no running routes with levels and responses within 20 s: {v}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(status["title"], "Integration test");
+    let routes = status["routes"].as_array().unwrap();
+    assert_eq!(routes.iter().map(|r| r["language"].as_str().unwrap()).collect::<Vec<_>>(), ["es", "fr"]);
+    for r in routes {
+        let level = r["level_in_dbfs"].as_f64().unwrap();
+        assert!((-120.0..=0.0).contains(&level), "{r}");
+        assert_eq!(r["listen"]["language"], r["language"]);
+        assert_eq!(r["listen"]["muted"], false);
+        assert!(r["cost_usd"].is_number() && r["cost_per_hour_usd"].is_number(), "{r}");
+        assert!(r["ear_voice_ms"]["p50"].is_number(), "{r}");
+    }
+    // The controls: POST only, a known language, on=true|false.
+    let post = |line: &str| http_with(&addr, line, &bearer);
+    assert_eq!(post("GET /api/operator/mute?lang=es&on=true HTTP/1.1").0, 405);
+    assert_eq!(post("POST /api/operator/status HTTP/1.1").0, 405);
+    assert_eq!(post("POST /api/operator/mute?lang=de&on=true HTTP/1.1"), (404, "no language \"de\" here\n".into()));
+    assert_eq!(post("POST /api/operator/mute?lang=es&on=maybe HTTP/1.1").0, 400);
+    let (code, body) = post("POST /api/operator/mute?lang=es&on=true HTTP/1.1");
+    assert_eq!((code, body.as_str()), (200, r#"{"floor_only":false,"language":"es","muted":true}"#));
+    let (code, body) = post(&format!("POST /api/operator/floor?lang=fr&on=1&token={TOKEN} HTTP/1.1"));
+    assert_eq!((code, body.as_str()), (200, r#"{"floor_only":true,"language":"fr","muted":false}"#));
+    let v: serde_json::Value =
+        serde_json::from_str(&http_with(&addr, "GET /api/operator/status HTTP/1.1", &bearer).1).unwrap();
+    assert_eq!(
+        (v["routes"][0]["listen"]["muted"].clone(), v["routes"][1]["listen"]["floor_only"].clone()),
+        (true.into(), true.into())
+    );
+    // --json-status carries the level meters too.
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.dir.path().join("status.json")).unwrap()).unwrap();
+    assert!(json["routes"][0]["level_in_dbfs"].is_number(), "{}", json["routes"][0]);
+    // The token is never logged.
+    let mut stderr = vec![];
+    while let Ok(l) = run.lines.try_recv() {
+        stderr.push(l);
+    }
+    let summary = run.stop();
+    assert!(!summary.contains(TOKEN) && !stderr.iter().any(|l| l.contains(TOKEN)), "{stderr:?}");
+}
+
+#[test]
+fn operator_console_shows_the_routes_and_mute_silences_only_that_language() {
+    let Some(browser) = browser_ready("operator_console_shows_the_routes") else { return };
+    let run = Listening::start(&format!("operator_token = \"{TOKEN}\""));
+    let artefacts = target_dir().join("artefacts");
+    std::fs::create_dir_all(&artefacts).unwrap();
+    let shot = artefacts.join("operator.png");
+    let _ = std::fs::remove_file(&shot);
+    let out = Command::new("node")
+        .current_dir(&browser)
+        .arg("operator.mjs")
+        .arg(&run.url)
+        .args([TOKEN, "es", "fr"])
+        .arg(&shot)
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("operator.mjs: {stdout}{stderr}");
+    assert!(out.status.success(), "the browser checks failed:\n{stderr}\n{stdout}");
+    let figures: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(figures["wrong_token"], 401);
+    assert!(figures["muted"]["peak_rms"].as_f64().unwrap() < 0.003, "{figures}");
+    assert!(figures["other_while_muted"]["peak_rms"].as_f64().unwrap() > 0.003, "{figures}");
+    let png = std::fs::read(&shot).expect("the screenshot");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
 }

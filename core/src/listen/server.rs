@@ -8,8 +8,14 @@
 //! | `GET /qr` | a printable page: one QR code per language (`/?lang=es`, with the event code) |
 //! | `GET /api/languages` | `{"title":…,"languages":[{"code","name","floor","spoken"}]}` |
 //! | `GET /ws?lang=es&codec=opus\|pcm` | WebSocket: a `hello` JSON frame, then binary packets and caption JSON frames |
+//! | `GET /operator?token=…` | the operator console (needs `operator_token`) |
+//! | `GET /api/operator/status` | the console's status JSON (see [`Hub::operator_json`]) |
+//! | `POST /api/operator/mute?lang=es&on=true\|false` | mute (unmute) a language for its listeners |
+//! | `POST /api/operator/floor?lang=es&on=true\|false` | switch a language to the floor (and back) |
+//! | `/operator`, `/api/operator/*` without `operator_token` configured | 404 |
+//! | `/operator`, `/api/operator/*` without the token (`?token=` or `Authorization: Bearer`) or with a wrong one | 401, nothing else |
 //! | anything else (other paths, `..`, encoded paths) | 404, nothing served |
-//! | another method than GET/HEAD | 405 |
+//! | another method than GET/HEAD (POST on `/api/operator/*`) | 405 |
 //! | with `event_code`: `/api/languages` or `/ws` without `code=` matching | 401 |
 //! | over `max_listeners` WebSocket listeners | 503 |
 //! | over `max_listeners` + [`EXTRA_CONNECTIONS`] connections open | closed at once, unanswered |
@@ -270,7 +276,8 @@ async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, status: u16, content_typ
         body.len()
     );
     if status == 405 {
-        out.push_str("allow: GET, HEAD\r\n");
+        // The operator's controls take POST only; everything else GET and HEAD.
+        out.push_str(if body.starts_with(b"only POST") { "allow: POST\r\n" } else { "allow: GET, HEAD\r\n" });
     }
     out.push_str("connection: close\r\n\r\n");
     let mut bytes = out.into_bytes();
@@ -299,12 +306,15 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, state: &State, 
     let req = &head.request;
     let method = req.method().as_str();
     let head_only = method == "HEAD";
-    if method != "GET" && !head_only {
-        return text(&mut stream, 405, "only GET and HEAD", false).await;
-    }
     let path = req.uri().path();
     let q = query(req.uri().query());
     let get = |k: &str| q.iter().find(|(qk, _)| qk == k).map(|(_, v)| v.as_str());
+    if path == "/operator" || path.starts_with("/api/operator/") {
+        return operator(&mut stream, state, req, path, &q).await;
+    }
+    if method != "GET" && !head_only {
+        return text(&mut stream, 405, "only GET and HEAD", false).await;
+    }
     let code_ok = state.settings.event_code.as_deref().is_none_or(|c| get("code") == Some(c));
     if let Some((content_type, body)) = assets::asset(path) {
         let body =
@@ -378,6 +388,75 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, state: &State, 
             state.listeners.fetch_sub(1, Relaxed);
         }
         _ => text(&mut stream, 404, "not found", head_only).await,
+    }
+}
+
+/// The operator console and its API: the token first (never logged; compared in constant
+/// time), then the page, the status or a control.
+async fn operator<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    state: &State,
+    req: &tokio_tungstenite::tungstenite::handshake::server::Request,
+    path: &str,
+    q: &[(String, String)],
+) {
+    let get = |k: &str| q.iter().find(|(qk, _)| qk == k).map(|(_, v)| v.as_str());
+    let method = req.method().as_str();
+    let head_only = method == "HEAD";
+    let Some(token) = &state.settings.operator_token else {
+        return text(stream, 404, "not found (no listen.operator_token configured)", head_only).await;
+    };
+    let bearer = req
+        .headers()
+        .get("authorization")
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim);
+    if !bearer.or(get("token")).is_some_and(|t| token.matches(t)) {
+        return text(stream, 401, "the operator console needs its token", head_only).await;
+    }
+    let control = path == "/api/operator/mute" || path == "/api/operator/floor";
+    let allowed = if control { method == "POST" } else { method == "GET" || head_only };
+    if !allowed {
+        let m = if control { "only POST" } else { "only GET and HEAD" };
+        return text(stream, 405, m, false).await;
+    }
+    match path {
+        "/operator" => {
+            let page = assets::operator(&state.settings.title);
+            respond(stream, 200, "text/html; charset=utf-8", &page, head_only).await
+        }
+        "/api/operator/status" => {
+            let mut v = state.hub.operator_json();
+            v["title"] = json!(state.settings.title);
+            respond(stream, 200, "application/json", v.to_string().as_bytes(), head_only).await
+        }
+        _ if control => {
+            let lang = get("lang").unwrap_or("");
+            let on = match get("on") {
+                Some("true" | "1") => true,
+                Some("false" | "0") => false,
+                other => {
+                    let msg = format!("on must be true or false (got {})", other.unwrap_or("nothing"));
+                    return text(stream, 400, &msg, false).await;
+                }
+            };
+            let result = if path.ends_with("/mute") {
+                state.hub.set_muted(lang, on)
+            } else {
+                state.hub.set_floor_only(lang, on)
+            };
+            match result {
+                Ok(()) => {
+                    let ch = state.hub.channel(lang).map(|c| {
+                        json!({"language": c.code, "muted": c.muted.load(Relaxed), "floor_only": c.floor_only.load(Relaxed)})
+                    });
+                    respond(stream, 200, "application/json", json!(ch).to_string().as_bytes(), false).await
+                }
+                Err(e) => text(stream, if state.hub.channel(lang).is_some() { 400 } else { 404 }, &e, false).await,
+            }
+        }
+        _ => text(stream, 404, "not found", head_only).await,
     }
 }
 
