@@ -13,7 +13,9 @@
 // play (AnalyserNode level above silence) and caption; the console's Mute button silences
 // MUTE's page (its level stays at silence, no caption arrives) while OTHER's page goes on
 // (audible, captioned); Unmute brings MUTE back; "Floor only" gives MUTE's listeners the
-// original (audible, captions are the source's transcript "[en] utterance N", no translation).
+// original (audible, captions are the source's transcript "[en] utterance N", no translation);
+// a typed announcement reaches every language (each listener page gets a caption "[xx] …" that
+// carries the typed words: the local engine's response to the text item).
 // Prints one JSON line of figures; exits 1 with the reason on the first failed check.
 import { chromium } from "playwright-core";
 
@@ -122,6 +124,20 @@ try {
   check(floor.captions.length > 0 && floor.captions.every((c) => c.startsWith("source:[en] utterance")), `only the original's captions on the floor (${floor.captions})`);
   await console_.click(`.route[data-language="${mute}"] button.floor`);
   await waitFor(mutePage, `${mute} translated again`, (s) => s.captions.some((c) => c.final && c.role === "translation"), 15000);
+  // A typed announcement: spoken and captioned in every language.
+  const words = `Lunch is served in hall B ${Date.now() % 1000}`;
+  await Promise.all([mutePage, otherPage].map((p) => p.evaluate(() => { window.tolkStats.captions = []; })));
+  await console_.fill("#announce-text", words);
+  await console_.click("#announce");
+  await console_.waitForFunction(() => document.getElementById("announce-status").textContent.startsWith("Sent to 2 routes"), null, { timeout: 3000 });
+  result.announcement = {};
+  for (const [lang, page] of [[mute, mutePage], [other, otherPage]]) {
+    const s = await waitFor(page, `the announcement captioned in ${lang}`,
+      (s) => s.captions.some((c) => c.final && c.role === "translation" && c.text.includes(words)), 15000);
+    const c = s.captions.find((c) => c.final && c.role === "translation" && c.text.includes(words));
+    result.announcement[lang] = c.text;
+    check(c.text.startsWith(`[${lang}] `), `the ${lang} announcement is in ${lang} (${c.text})`);
+  }
   result.status = (await op(console_)).last;
 } finally {
   await browser.close();

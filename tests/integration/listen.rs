@@ -607,6 +607,10 @@ fn the_operator_console_needs_its_token_and_its_controls_are_http_calls() {
     assert_eq!(post("POST /api/operator/status HTTP/1.1").0, 405);
     assert_eq!(post("POST /api/operator/mute?lang=de&on=true HTTP/1.1"), (404, "no language \"de\" here\n".into()));
     assert_eq!(post("POST /api/operator/mute?lang=es&on=maybe HTTP/1.1").0, 400);
+    assert_eq!(post("POST /api/operator/announce?text= HTTP/1.1").0, 400);
+    assert_eq!(post(&format!("POST /api/operator/announce?text={} HTTP/1.1", "a".repeat(501))).0, 400);
+    assert_eq!(post("POST /api/operator/announce?text=one%0Atwo HTTP/1.1").0, 400);
+    assert_eq!(post("POST /api/operator/announce?text=Welcome%20back HTTP/1.1"), (200, r#"{"routes":2}"#.into()));
     let (code, body) = post("POST /api/operator/mute?lang=es&on=true HTTP/1.1");
     assert_eq!((code, body.as_str()), (200, r#"{"floor_only":false,"language":"es","muted":true}"#));
     let (code, body) = post(&format!("POST /api/operator/floor?lang=fr&on=1&token={TOKEN} HTTP/1.1"));
@@ -654,6 +658,13 @@ fn operator_console_shows_the_routes_and_mute_silences_only_that_language() {
     assert_eq!(figures["wrong_token"], 401);
     assert!(figures["muted"]["peak_rms"].as_f64().unwrap() < 0.003, "{figures}");
     assert!(figures["other_while_muted"]["peak_rms"].as_f64().unwrap() > 0.003, "{figures}");
+    for lang in ["es", "fr"] {
+        let caption = figures["announcement"][lang].as_str().unwrap_or_default();
+        assert!(
+            caption.starts_with(&format!("[{lang}] ")) && caption.contains("Lunch is served in hall B"),
+            "{figures}"
+        );
+    }
     let png = std::fs::read(&shot).expect("the screenshot");
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
 }

@@ -129,6 +129,9 @@ pub struct Hub {
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
     /// The run's counters, once the router has made them (the operator console's status).
     stats: OnceLock<Arc<RunStats>>,
+    /// The operator's announcements, to every translated route's task (each speaks it on its
+    /// session).
+    pub announcements: broadcast::Sender<Arc<str>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -215,6 +218,7 @@ impl Hub {
             stop,
             thread: std::sync::Mutex::new(Some(thread)),
             stats: OnceLock::new(),
+            announcements: broadcast::channel(16).0,
         })))
     }
 
@@ -242,6 +246,27 @@ impl Hub {
                 ch.push(chunk);
             }
         }
+    }
+
+    /// Sends the operator's typed announcement to every translated route (each speaks and
+    /// captions it in its language: a text item and a response on its session) and, as a
+    /// caption, to the floor's listeners. Returns the number of routes it went to.
+    pub fn announce(&self, text: &str) -> usize {
+        let routes = self.announcements.send(Arc::from(text)).unwrap_or(0);
+        for ch in self.channels.iter().filter(|c| c.floor && !c.muted.load(Relaxed)) {
+            let item = TextItem {
+                role: TextRole::Translation,
+                is_final: true,
+                utterance_id: 0,
+                language: Arc::from(ch.spoken.as_str()),
+                text: text.to_string(),
+                start_ms: 0,
+                end_ms: 0,
+            };
+            let _ = ch.captions.send(caption_json(&item));
+        }
+        tracing::info!("operator: announcement of {} characters to {routes} route(s)", text.chars().count());
+        routes
     }
 
     /// Gives the hub the run's counters (the router calls it once it has made them).

@@ -67,6 +67,8 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest message a listener may send (it sends only small pings).
 const MAX_CLIENT_MESSAGE: usize = 4 << 10;
+/// Longest announcement (characters).
+pub const MAX_ANNOUNCEMENT: usize = 500;
 /// Connections beyond `max_listeners` that may be open at once (page loads, requests still
 /// being read). Past that a new connection is closed at once, unanswered: a flood of idle
 /// connections costs the listeners already connected nothing, and new page loads wait at
@@ -296,6 +298,10 @@ async fn text<S: AsyncWrite + Unpin>(stream: &mut S, status: u16, message: &str,
     respond(stream, status, "text/plain; charset=utf-8", format!("{message}\n").as_bytes(), head_only).await;
 }
 
+async fn text_answer<S: AsyncWrite + Unpin>(stream: &mut S, status: u16, message: &str) {
+    text(stream, status, message, false).await;
+}
+
 /// One connection: the request head, then a page, an asset, the language list or a listener.
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, state: &State, stop: watch::Receiver<bool>) {
     let head = match tokio::time::timeout(HEAD_TIMEOUT, http::read_head(&mut stream)).await {
@@ -415,7 +421,7 @@ async fn operator<S: AsyncRead + AsyncWrite + Unpin>(
     if !bearer.or(get("token")).is_some_and(|t| token.matches(t)) {
         return text(stream, 401, "the operator console needs its token", head_only).await;
     }
-    let control = path == "/api/operator/mute" || path == "/api/operator/floor";
+    let control = path == "/api/operator/mute" || path == "/api/operator/floor" || path == "/api/operator/announce";
     let allowed = if control { method == "POST" } else { method == "GET" || head_only };
     if !allowed {
         let m = if control { "only POST" } else { "only GET and HEAD" };
@@ -430,6 +436,16 @@ async fn operator<S: AsyncRead + AsyncWrite + Unpin>(
             let mut v = state.hub.operator_json();
             v["title"] = json!(state.settings.title);
             respond(stream, 200, "application/json", v.to_string().as_bytes(), head_only).await
+        }
+        "/api/operator/announce" => {
+            let text = get("text").unwrap_or("").trim();
+            let n = text.chars().count();
+            if n == 0 || n > MAX_ANNOUNCEMENT || text.chars().any(char::is_control) {
+                let msg = format!("text must be 1 to {MAX_ANNOUNCEMENT} characters on one line (got {n})");
+                return text_answer(stream, 400, &msg).await;
+            }
+            let routes = state.hub.announce(text);
+            respond(stream, 200, "application/json", json!({"routes": routes}).to_string().as_bytes(), false).await
         }
         _ if control => {
             let lang = get("lang").unwrap_or("");

@@ -197,8 +197,9 @@ impl TestEngine {
     /// The transcript for a request.
     pub fn transcript(request: &EngineRequest<'_>) -> String {
         match request.text {
+            // It says the text (an announcement reaches every language's captions as typed).
             Some(t) => format!(
-                "[{}] utterance {}: {} chars, fingerprint {}",
+                "[{}] utterance {}: {} chars, fingerprint {}: {t}",
                 request.language,
                 request.utterance,
                 t.chars().count(),
@@ -312,6 +313,10 @@ mod tests {
         let r = EngineRequest { text: Some("hola"), audio: false, ..req(&[], "fr") };
         let text: Vec<Chunk> = TestEngine.respond(&r).collect();
         assert!(text.iter().all(|c| matches!(c, Chunk::Text(_))));
+        assert_eq!(
+            TestEngine::transcript(&r),
+            format!("[fr] utterance 3: 4 chars, fingerprint {}: hola", text_fingerprint("hola"))
+        );
         assert_eq!(fingerprint(&[1, 2, 3]), fingerprint(&[1, 2, 3]));
         assert_ne!(fingerprint(&[1, 2, 3]), fingerprint(&[1, 2, 4]));
         assert_eq!(fingerprint(&[]).len(), 6);

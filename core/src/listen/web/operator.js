@@ -1,7 +1,7 @@
 // The operator console: polls /api/operator/status twice a second and draws one card per
 // route (state, input and output levels, ear-voice span, system-added latency, reconnects,
 // rotations, losses, cost, listeners); its buttons are the documented HTTP controls
-// (POST /api/operator/mute|floor?lang=…&on=…). The token comes from the page's own URL
+// (POST /api/operator/mute|floor?lang=…&on=…, /api/operator/announce?text=…). The token comes from the page's own URL
 // (?token=…) and goes in an Authorization header; it is never written anywhere else.
 // window.tolkOperator holds the latest status and counters for tests.
 "use strict";
@@ -133,6 +133,21 @@ async function poll() {
     $("status-text").textContent = `No status (${e.message}); retrying`;
   }
 }
+
+$("announce-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const text = $("announce-text").value.trim();
+  if (!text) return;
+  const res = await fetch(`/api/operator/announce?text=${encodeURIComponent(text)}`, { method: "POST", headers: auth });
+  if (res.ok) {
+    const a = await res.json();
+    state.announced = (state.announced || 0) + 1;
+    $("announce-status").textContent = `Sent to ${a.routes} route${a.routes === 1 ? "" : "s"}: “${text}”`;
+    $("announce-text").value = "";
+  } else {
+    $("announce-status").textContent = `Not sent: ${res.status} ${await res.text()}`;
+  }
+});
 
 poll();
 setInterval(poll, 500);
