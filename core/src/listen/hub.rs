@@ -638,6 +638,56 @@ to = ["floor", "es"]
     }
 
     #[tokio::test]
+    async fn muted_is_silence_without_captions_and_the_floor_replaces_the_translation() {
+        let hub = hub();
+        let es = Arc::clone(hub.channel("es").unwrap());
+        let (mut audio, mut captions) = (es.pcm.subscribe(), es.captions.subscribe());
+        let chunk = |v: i16| Chunk { offset: 0, samples: Arc::from(vec![v; 2 * FRAME]), born: Instant::now() };
+        let item = |role| TextItem {
+            role,
+            is_final: true,
+            utterance_id: 1,
+            language: Arc::from("es"),
+            text: "x".into(),
+            start_ms: 0,
+            end_ms: 0,
+        };
+        // Plays the chunk given on the next tick and returns the first packet with sound.
+        async fn loud(rx: &mut broadcast::Receiver<Bytes>, feed: impl Fn()) -> Option<i16> {
+            rx.recv().await.unwrap();
+            feed();
+            for _ in 0..5 {
+                let s = samples(&rx.recv().await.unwrap());
+                if let Some(&x) = s.iter().find(|&&x| x != 0) {
+                    return Some(x);
+                }
+            }
+            None
+        }
+        assert_eq!(loud(&mut audio, || hub.audio(1, &chunk(500))).await, Some(500), "the translation plays");
+        hub.set_muted("es", true).unwrap();
+        assert_eq!(loud(&mut audio, || hub.audio(1, &chunk(500))).await, None, "muted: silence");
+        hub.text(1, &item(TextRole::Translation));
+        hub.text(1, &item(TextRole::Source));
+        assert!(captions.try_recv().is_err(), "muted: no caption");
+        hub.set_muted("es", false).unwrap();
+        hub.set_floor_only("es", true).unwrap();
+        let both = || {
+            hub.audio(1, &chunk(500));
+            hub.source_audio(0, &chunk(-7));
+        };
+        assert_eq!(loud(&mut audio, both).await, Some(-7), "on the floor: the source, not the translation");
+        hub.text(1, &item(TextRole::Translation));
+        hub.text(1, &item(TextRole::Source));
+        let c: serde_json::Value = serde_json::from_str(&captions.try_recv().unwrap()).unwrap();
+        assert_eq!(c["role"], "source", "the original's transcript only");
+        assert!(captions.try_recv().is_err());
+        assert_eq!(hub.set_floor_only("floor", true).unwrap_err(), "\"floor\" is the floor already");
+        assert_eq!(hub.set_muted("de", true).unwrap_err(), "no language \"de\" here");
+        hub.stop();
+    }
+
+    #[tokio::test]
     async fn a_listener_that_does_not_read_skips_its_own_oldest_packets_only() {
         let hub = hub();
         let floor = Arc::clone(hub.channel("floor").unwrap());

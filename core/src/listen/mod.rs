@@ -31,7 +31,7 @@
 //!
 //! The operator console (`/operator`, with `operator_token`) shows route state, levels, drops
 //! and listener counts from the router's [`crate::router::metrics::RunStats`], and its
-//! controls (mute a language, floor-only) act on this hub — all of which live in core; the
+//! controls (mute a language, floor-only, announcements to every route's session) act on this hub — all of which live in core; the
 //! listener server is the same HTTP server, so it lives there too, fed directly from
 //! the router's delivery points (no conversion per sink, one Opus encode per language however
 //! many sinks exist). A third party who wants another delivery (Icecast, HLS, SIP) still

@@ -12,6 +12,7 @@
 //! | `GET /api/operator/status` | the console's status JSON (see [`Hub::operator_json`]) |
 //! | `POST /api/operator/mute?lang=es&on=true\|false` | mute (unmute) a language for its listeners |
 //! | `POST /api/operator/floor?lang=es&on=true\|false` | switch a language to the floor (and back) |
+//! | `POST /api/operator/announce?text=…` | a typed announcement, spoken and captioned on every translated route |
 //! | `/operator`, `/api/operator/*` without `operator_token` configured | 404 |
 //! | `/operator`, `/api/operator/*` without the token (`?token=` or `Authorization: Bearer`) or with a wrong one | 401, nothing else |
 //! | anything else (other paths, `..`, encoded paths) | 404, nothing served |

@@ -11,7 +11,10 @@
 //!   `fingerprint(&out[marker_samples()..]) == fingerprint(&input)`). A Goertzel filter
 //!   ([`goertzel`]) finds the marker;
 //! - transcript: `[es] utterance 3: 1.52 s, fingerprint 3fa2c1` — target language, the
-//!   utterance's number in the session, its duration and [`fingerprint`] of its samples;
+//!   utterance's number in the session, its duration and [`fingerprint`] of its samples. For a
+//!   text item (an operator's announcement, `conversation.item.create` with `input_text`) it
+//!   says the text: `[es] utterance 4: 26 chars, fingerprint 1b2c3d: Lunch is served in hall B`,
+//!   and the audio is the marker then 50 ms of silence per character (at most 5 s);
 //! - input transcription: `[en] utterance 3: 1.52 s, fingerprint 3fa2c1`, with the language of
 //!   the session's transcription settings (`und` when none is set).
 //!

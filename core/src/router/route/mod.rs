@@ -296,6 +296,8 @@ impl RouteTask {
             let room = self.over_budget
                 || !self.lossless
                 || self.unwritten() < self.settings().replay_buffer_ms.max(1000) * PER_MS / 2;
+            // Announcements are spoken by live Realtime sessions within the budget.
+            let speaks = !self.over_budget && !self.translation();
             tokio::select! {
                 msg = rx.recv(), if !self.input_ended && room => match msg {
                     Some(RouteIn::Audio(c)) => {
@@ -348,9 +350,11 @@ impl RouteTask {
                     self.write_pending();
                 }
                 a = next_announcement(&mut self.announcements) => match (a, self.live.as_mut()) {
-                    (Some(text), Some(live)) if !self.over_budget => live.send(Input::Announce(text.to_string())),
+                    (Some(text), Some(live)) if speaks => {
+                        live.send(Input::Announce(text.to_string()))
+                    }
                     (Some(_), _) => tracing::warn!(
-                        "route {}: an announcement was not spoken (no session open, or over budget)",
+                        "route {}: an announcement was not spoken (no session open, over budget, or the Translation API)",
                         self.stats.name
                     ),
                     (None, _) => {}
