@@ -17,6 +17,15 @@
 //!   connection over the limit is closed at once.
 //! - `tolk check` refuses plain HTTP on a non-loopback address and unknown route languages,
 //!   naming the key.
+//! - The operator console (`operator_token`): 401 and nothing else without its token or with
+//!   a wrong one; its status (route states, levels, costs, listeners); its controls as HTTP
+//!   calls; and in Chromium (`tests/browser/operator.mjs`): the cards show the routes running,
+//!   Mute silences that language's listener page (AnalyserNode at silence, no caption) while
+//!   the other goes on, Floor only gives the original with its transcript, and a typed
+//!   announcement is captioned in both languages. A 390×844 screenshot of the console goes to
+//!   `target/artefacts/operator.png`.
+//! - Icecast (`icecast_url`): Debian's icecast2 on 127.0.0.1; a client of each mount gets Ogg
+//!   (OpusHead, OpusTags) and Opus packets that decode, with that language's marker tone.
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -667,4 +676,180 @@ fn operator_console_shows_the_routes_and_mute_silences_only_that_language() {
     }
     let png = std::fs::read(&shot).expect("the screenshot");
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+}
+
+/// The Icecast server of a test: `icecast2` on 127.0.0.1 with a config of its own, killed when
+/// dropped.
+struct IcecastServer {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for IcecastServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Its source password.
+const ICECAST_PASSWORD: &str = "src-pw-8c1e";
+
+/// Starts Debian's icecast2 on a free loopback port; `None` (a skip note; a panic under `CI`)
+/// without it.
+fn icecast() -> Option<IcecastServer> {
+    let bin = Path::new("/usr/bin/icecast2");
+    if !bin.exists() {
+        let ci = std::env::var("CI").map(|v| !v.is_empty() && v != "false" && v != "0").unwrap_or(false);
+        assert!(!ci, "CI is set but icecast2 is missing: run tests/browser/setup.sh");
+        eprintln!("skipping the Icecast test: no /usr/bin/icecast2; run tests/browser/setup.sh (scripts/test.sh does)");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let logs = dir.path().join("log");
+    std::fs::create_dir_all(&logs).unwrap();
+    // icecast2 refuses to run as root: as root it changes to nobody, who must write its logs.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&logs, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let root = is_root();
+    let security = if root {
+        "<security><chroot>0</chroot><changeowner><user>nobody</user><group>nogroup</group></changeowner></security>"
+    } else {
+        "<security><chroot>0</chroot></security>"
+    };
+    let config = write(
+        dir.path(),
+        "icecast.xml",
+        &format!(
+            r#"<icecast>
+  <limits><clients>20</clients><sources>8</sources><queue-size>524288</queue-size><client-timeout>30</client-timeout>
+    <header-timeout>15</header-timeout><source-timeout>10</source-timeout><burst-on-connect>1</burst-on-connect><burst-size>65535</burst-size></limits>
+  <authentication><source-password>{ICECAST_PASSWORD}</source-password><admin-user>admin</admin-user><admin-password>adm-pw-31</admin-password></authentication>
+  <hostname>127.0.0.1</hostname>
+  <listen-socket><port>{port}</port><bind-address>127.0.0.1</bind-address></listen-socket>
+  <fileserve>0</fileserve>
+  <paths><basedir>/usr/share/icecast2</basedir><logdir>{logs}</logdir><webroot>/usr/share/icecast2/web</webroot><adminroot>/usr/share/icecast2/admin</adminroot></paths>
+  <logging><accesslog>access.log</accesslog><errorlog>error.log</errorlog><loglevel>3</loglevel></logging>
+  {security}
+</icecast>
+"#,
+            logs = logs.display()
+        ),
+    );
+    let child = Command::new(bin).arg("-c").arg(&config).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let server = IcecastServer { child, port, _dir: dir };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "icecast2 did not listen on 127.0.0.1:{port} within 10 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(server)
+}
+
+/// True when the test runs as root (icecast2 must then drop to nobody).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}
+
+/// What an Icecast client of `mount` receives in `for_how_long` (waiting up to 20 s for the
+/// mount to exist): the body, and how many of its bytes came in the first 300 ms (the burst
+/// Icecast sends a new client at once: audio from before it connected).
+fn icecast_client(port: u16, mount: &str, for_how_long: Duration) -> (Vec<u8>, usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        write!(s, "GET {mount} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+        let mut got = Vec::new();
+        let start = Instant::now();
+        let end = start + for_how_long;
+        let mut early = 0;
+        let mut buf = [0u8; 16 << 10];
+        while Instant::now() < end {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+            if start.elapsed() < Duration::from_millis(300) {
+                early = got.len();
+            }
+            if got.len() > 12 && !got.starts_with(b"HTTP/1.0 200") && !got.starts_with(b"HTTP/1.1 200") {
+                break;
+            }
+        }
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n")
+            && (got.starts_with(b"HTTP/1.0 200") || got.starts_with(b"HTTP/1.1 200"))
+        {
+            return (got[i + 4..].to_vec(), early.saturating_sub(i + 4));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no stream on {mount} within 20 s: {}",
+            String::from_utf8_lossy(&got[..got.len().min(200)])
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn icecast_gets_valid_ogg_opus_per_language() {
+    let Some(ice) = icecast() else { return };
+    let run = Listening::start(&format!(
+        "icecast_url = \"http://127.0.0.1:{}\"\nicecast_password = \"{ICECAST_PASSWORD}\"",
+        ice.port
+    ));
+    for (lang, name, other) in [("es", "Español", "fr"), ("fr", "Français", "es")] {
+        let (body, burst) = icecast_client(ice.port, &format!("/{lang}.ogg"), Duration::from_secs(5));
+        let total = body.len();
+        let mut reader = ogg::reading::PacketReader::new(std::io::Cursor::new(body));
+        let head = reader.read_packet_expected().expect("an Ogg page");
+        assert_eq!(&head.data[..8], b"OpusHead", "{lang}: the first packet is OpusHead");
+        assert_eq!(head.data[9], 1, "mono");
+        let tags = reader.read_packet_expected().expect("OpusTags");
+        assert_eq!(&tags.data[..8], b"OpusTags");
+        assert!(String::from_utf8_lossy(&tags.data).contains(&format!("TITLE=Integration test — {name}")));
+        let mut decoder = opus::Decoder::new(24_000, opus::Channels::Mono).unwrap();
+        let mut pcm = vec![];
+        let mut out = vec![0i16; 5760];
+        let mut packets = 0;
+        while let Ok(Some(p)) = reader.read_packet() {
+            let n = decoder.decode(&p.data, &mut out, false).expect("a valid Opus packet");
+            assert_eq!(n, 480, "20 ms per packet");
+            pcm.extend_from_slice(&out[..n]);
+            packets += 1;
+        }
+        assert!(packets >= 100, "{lang}: {packets} packets (2 s at least)");
+        // The local engine starts each answer with its language's marker tone: this mount
+        // carries the {lang} route, not the other.
+        let window = 4800;
+        let best = |l: &str| {
+            pcm.chunks(window / 2)
+                .enumerate()
+                .map(|(i, _)| {
+                    let s = &pcm[i * window / 2..(i * window / 2 + window).min(pcm.len())];
+                    tolk_core::serve::engine::goertzel(s, 24_000, tolk_core::serve::engine::marker_hz(l))
+                })
+                .fold(0.0f64, f64::max)
+        };
+        let (mine, theirs) = (best(lang), best(other));
+        // How far behind live a player starting on the first byte is (the burst), and where
+        // that settles with Icecast's default burst-size (64 KiB) at this stream's bytes per 20 ms.
+        let per_packet = total as f64 / packets as f64;
+        eprintln!(
+            "icecast /{lang}.ogg: {packets} packets ({per_packet:.0} B each with its page), burst on connect {:.1} s of \
+             audio; with the default 64 KiB burst-size a new client starts {:.1} s behind live; marker {mine:.3} \
+             (other language's {theirs:.3})",
+            burst as f64 / per_packet * 0.02,
+            65_535.0 / per_packet * 0.02
+        );
+        assert!(mine > 0.05 && mine > 4.0 * theirs, "{lang}: marker {mine} vs {other}'s {theirs}");
+    }
+    drop(run);
 }

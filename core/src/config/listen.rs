@@ -36,6 +36,17 @@ pub struct ListenSettings {
     pub max_listeners: usize,
     /// The operator console's token (`/operator`); `None`: no console is served.
     pub operator_token: Option<Secret>,
+    /// Also publish every language to this Icecast server.
+    pub icecast: Option<Icecast>,
+}
+
+/// An Icecast server to publish to (`listen.icecast_url`, `listen.icecast_password`).
+#[derive(Debug, Clone)]
+pub struct Icecast {
+    /// `host:port`.
+    pub host: String,
+    /// The source password (user `source`).
+    pub password: Secret,
 }
 
 /// A token that never shows in a log or a `{:?}`.
@@ -46,6 +57,11 @@ impl Secret {
     /// Wraps `s`.
     pub fn new(s: impl Into<String>) -> Secret {
         Secret(s.into())
+    }
+
+    /// The secret itself, to send where it belongs (never to a log).
+    pub fn expose(&self) -> &str {
+        &self.0
     }
 
     /// True when `given` is the token, compared in constant time (the time taken does not tell
@@ -97,6 +113,8 @@ pub(super) struct RawListen {
     max_listener_s: Option<u64>,
     max_listeners: Option<usize>,
     operator_token: Option<String>,
+    icecast_url: Option<String>,
+    icecast_password: Option<String>,
 }
 
 /// The languages the routes of a config produce, `floor` included, in config order.
@@ -237,7 +255,38 @@ pub(super) fn validate(
             "must be 12 to 128 printable ASCII characters without spaces (e.g. from `openssl rand -hex 16`)".into(),
         );
     }
+    let icecast = match (&raw.icecast_url, raw.icecast_password) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            err("listen.icecast_url".into(), "missing: icecast_password needs the server's URL".into());
+            None
+        }
+        (Some(_), None) => {
+            err("listen.icecast_password".into(), "missing: the Icecast server's source password".into());
+            None
+        }
+        (Some(u), Some(password)) => {
+            let host = u.strip_prefix("http://").map(|h| h.trim_end_matches('/'));
+            match host {
+                Some(h)
+                    if !h.is_empty()
+                        && !h.contains(['/', '?', '#', ' '])
+                        && h.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) =>
+                {
+                    Some(Icecast { host: h.to_string(), password: Secret(password) })
+                }
+                _ => {
+                    err(
+                        "listen.icecast_url".into(),
+                        format!("\"{u}\" is not an Icecast server's http://HOST:PORT (mounts are /LANG.ogg on it)"),
+                    );
+                    None
+                }
+            }
+        }
+    };
     ListenSettings {
+        icecast,
         operator_token: raw.operator_token.map(Secret),
         address,
         title,

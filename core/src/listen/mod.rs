@@ -13,6 +13,7 @@
 //! - [`hub`]: the route → language fan-out, pacing and encoding.
 //! - [`server`]: HTTP(S), the fixed set of paths, listener sessions, the operator console and
 //!   its API (token-protected).
+//! - [`icecast`]: each language also to an Icecast server, Ogg/Opus by HTTP PUT (optional).
 //! - [`assets`]: the page (HTML, JS, AudioWorklet, CSS) compiled into the binary.
 //! - [`names`]: language names in their own language.
 //!
@@ -41,6 +42,7 @@
 
 pub mod assets;
 pub mod hub;
+pub mod icecast;
 pub mod names;
 pub mod server;
 

@@ -100,6 +100,8 @@ pub struct ListenServer {
     tls: bool,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
+    /// The Icecast publishers (`listen.icecast_url`), one per language.
+    icecast: Vec<JoinHandle<()>>,
 }
 
 impl ListenServer {
@@ -134,8 +136,12 @@ impl ListenServer {
         });
         let (stop, stop_rx) = watch::channel(false);
         let tls = acceptor.is_some();
+        let icecast = match &settings.icecast {
+            Some(ice) => super::icecast::spawn(ice, &settings.title, &state.hub, stop_rx.clone()),
+            None => vec![],
+        };
         let task = tokio::spawn(accept_loop(listener, acceptor, state, stop_rx));
-        Ok(ListenServer { addr, tls, stop, task: Some(task) })
+        Ok(ListenServer { addr, tls, stop, task: Some(task), icecast })
     }
 
     /// The address it listens on.
@@ -155,6 +161,9 @@ impl ListenServer {
         let _ = self.stop.send(true);
         if let Some(t) = self.task.take() {
             let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+        }
+        for t in self.icecast.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
         }
     }
 }
