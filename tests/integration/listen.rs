@@ -171,6 +171,13 @@ fn http_with(addr: &str, request_line: &str, headers: &str) -> (u16, String) {
     (status, body)
 }
 
+/// One browser test at a time: each plays audio in real time through Chromium, and several at
+/// once (with their `tolk run`s) on a 2-core machine starve each other's audio threads.
+fn one_browser_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static BROWSER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    BROWSER.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// `tests/browser` when Debian's chromium and playwright-core are installed. Without them: a
 /// skip note, or a panic when `CI` is set (as for the device tests).
 fn browser_ready(test: &str) -> Option<PathBuf> {
@@ -187,6 +194,7 @@ fn browser_ready(test: &str) -> Option<PathBuf> {
 #[test]
 fn listener_page_plays_the_chosen_language_with_its_captions_reconnects_and_falls_back_to_pcm() {
     let Some(browser) = browser_ready("listener_page_plays_the_chosen_language") else { return };
+    let _one = one_browser_at_a_time();
     let max_listener_s = 6;
     let run = Listening::start(&format!("max_listener_s = {max_listener_s}"));
     let artefacts = target_dir().join("artefacts");
@@ -478,6 +486,7 @@ async fn a_flood_of_idle_connections_costs_a_connected_listener_nothing() {
 #[test]
 fn a_self_signed_trial_certificate_serves_a_secure_page_that_plays_with_a_warning() {
     let Some(browser) = browser_ready("a_self_signed_trial_certificate") else { return };
+    let _one = one_browser_at_a_time();
     let run = Listening::start("tls_self_signed = true");
     assert!(run.url.starts_with("https://127.0.0.1:"), "{}", run.url);
     let warning = run.lines.recv_timeout(Duration::from_secs(5)).expect("a line after the URL");
@@ -527,10 +536,20 @@ to = ["es", "floor"]
             "listen.tls_self_signed: conflicts with tls_cert and tls_key",
         ),
         ("[listen]\npublic_url = \"event.example.org\"\n", "listen.public_url: \"event.example.org\" is not an http"),
+        (
+            "[listen]\noperator_token = \"short 1\"\n",
+            "listen.operator_token: must be 12 to 128 printable ASCII characters without spaces",
+        ),
+        ("[listen]\nicecast_url = \"http://127.0.0.1:8000\"\n", "listen.icecast_password: missing"),
+        (
+            "[listen]\nicecast_url = \"https://relay.example.org/live\"\nicecast_password = \"x\"\n",
+            "listen.icecast_url: \"https://relay.example.org/live\" is not an Icecast server's http://HOST:PORT",
+        ),
     ];
     for (section, expected) in cases {
         let config = write(dir.path(), "bad.toml", &format!("{section}{base}"));
         let r = run(tolk().arg("check").arg(&config));
+        assert!(!r.stderr.contains("short 1"), "a token is never repeated: {}", r.stderr);
         assert_eq!(r.code, 2, "{section}: {}", r.stderr);
         assert!(
             r.stderr.contains(&format!("bad.toml: {expected}")),
@@ -646,6 +665,7 @@ fn the_operator_console_needs_its_token_and_its_controls_are_http_calls() {
 #[test]
 fn operator_console_shows_the_routes_and_mute_silences_only_that_language() {
     let Some(browser) = browser_ready("operator_console_shows_the_routes") else { return };
+    let _one = one_browser_at_a_time();
     let run = Listening::start(&format!("operator_token = \"{TOKEN}\""));
     let artefacts = target_dir().join("artefacts");
     std::fs::create_dir_all(&artefacts).unwrap();
