@@ -581,7 +581,7 @@ const TOKEN: &str = "op-7f3a9c2e51d4";
 fn the_operator_console_needs_its_token_and_its_controls_are_http_calls() {
     let run = Listening::start_with(
         &format!("operator_token = \"{TOKEN}\""),
-        &["--json-status", "status.json", "--interval", "100"],
+        &["--json-status", "status.json", "--prometheus", "metrics.prom", "--interval", "100"],
     );
     let addr = run.addr();
     let bearer = format!("Authorization: Bearer {TOKEN}\r\n");
@@ -653,6 +653,15 @@ fn the_operator_console_needs_its_token_and_its_controls_are_http_calls() {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.dir.path().join("status.json")).unwrap()).unwrap();
     assert!(json["routes"][0]["level_in_dbfs"].is_number(), "{}", json["routes"][0]);
+    let prom = std::fs::read_to_string(run.dir.path().join("metrics.prom")).unwrap();
+    for name in ["tolk_route_level_in_dbfs", "tolk_route_level_out_dbfs"] {
+        let line = prom
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}{{route=\"stage→es\"")))
+            .unwrap_or_else(|| panic!("no {name} in:\n{prom}"));
+        let v: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(v.is_nan() || (-120.0..=0.0).contains(&v), "{line}");
+    }
     // The token is never logged.
     let mut stderr = vec![];
     while let Ok(l) = run.lines.try_recv() {

@@ -649,6 +649,20 @@ impl RunStats {
             "gauge",
             per_route(&|r| r.lag_ms.load(Relaxed) as f64 / 1e3),
         );
+        // NaN while no audio passes (Prometheus' "no value" for a gauge); -120 for digital silence.
+        let level = |l: &Level| l.dbfs().map_or(f64::NAN, |db| db.max(-120.0));
+        metric(
+            "tolk_route_level_in_dbfs",
+            "RMS level of the route's input over the last 100 ms (dBFS).",
+            "gauge",
+            per_route(&|r| level(&r.level_in)),
+        );
+        metric(
+            "tolk_route_level_out_dbfs",
+            "RMS level of the route's output over the last 100 ms, as delivered (dBFS).",
+            "gauge",
+            per_route(&|r| level(&r.level_out)),
+        );
         metric(
             "tolk_route_reconnects_total",
             "Reconnects after a dropped socket.",
