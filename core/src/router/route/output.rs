@@ -133,6 +133,21 @@ impl RouteTask {
                     ..Slot::new(generation, response_id, self.slots.cursor, 0, None)
                 });
             }
+            Output::AnnouncementStarted { response_id } => {
+                // An operator's announcement: it answers no input (nothing to confirm or replay,
+                // not asked for again after a drop) and plays after what is queued.
+                live.open_responses += 1;
+                if self.over_budget {
+                    live.send(Input::Cancel);
+                }
+                tracing::info!("route {}: announcement {response_id} started", self.stats.name);
+                self.slots.push(Slot {
+                    done: self.over_budget,
+                    first_audio: self.over_budget,
+                    ..Slot::new(generation, response_id, self.slots.cursor, 0, None)
+                });
+                self.advance();
+            }
             Output::ResponseStarted { response_id } => {
                 live.open_responses += 1;
                 let written_end = live.base + live.written;
