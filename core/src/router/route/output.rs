@@ -15,6 +15,9 @@ impl RouteTask {
     /// Handles one output of session `generation`; returns the close reason when it closed.
     pub(super) fn on_output(&mut self, generation: u64, out: Output, old: bool) -> Option<CloseReason> {
         tracing::trace!(route = %self.stats.name, generation, "{out:?}");
+        // The budget may have been crossed by the usage just counted (here or on another
+        // route): a response the service starts from now on is cancelled, not played.
+        self.budget_reached();
         let live = if old { self.old.iter_mut().find(|l| l.generation == generation)? } else { self.live.as_mut()? };
         live.heard = Instant::now();
         match out {
@@ -243,7 +246,10 @@ impl RouteTask {
                         self.trim_confirmed();
                     }
                 }
-                self.stats.responses.fetch_add(1, Relaxed);
+                if status != "cancelled" {
+                    // A response cancelled (past the budget) answered nobody.
+                    self.stats.responses.fetch_add(1, Relaxed);
+                }
                 self.advance();
                 self.delete_old_turns(generation);
                 if old {
