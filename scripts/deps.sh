@@ -12,7 +12,8 @@
 #   pulseaudio, pulseaudio-utils  the real-time device tests (a private daemon with null sinks)
 #   python3, python3-venv  the openai SDK compatibility test of `tolk serve` (tests/python)
 # and, through tests/browser/setup.sh, what the browser tests need (Debian's chromium and the
-# pinned playwright-core). Does nothing when they are all installed; uses sudo when not root.
+# pinned playwright-core) and the Icecast test (Debian's icecast2). Does nothing when they are all
+# installed; uses sudo when not root.
 set -euo pipefail
 packages=(pkg-config libasound2-dev libopus-dev)
 offline=(cmake apertium apertium-eng-spa apertium-eng-cat espeak-ng)

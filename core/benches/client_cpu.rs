@@ -28,76 +28,33 @@
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::Duration,
 };
+
+mod common;
+
+use common::{Guard, Scratch, build_release, cpu_seconds, dirs, env_num, keynote_with_pauses, load, serve};
 
 const WARMUP: Duration = Duration::from_secs(5);
 const LANGS: [&str; 16] =
     ["es", "fr", "de", "it", "pt", "nl", "sv", "pl", "ru", "ja", "ko", "zh", "ar", "hi", "tr", "cs"];
 
-/// Removes the bench's data directory when dropped (also on a panic).
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A child process killed (if still running) when dropped.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default).max(1)
-}
-
 fn main() {
     let sessions = env_num("TOLK_BENCH_SESSIONS", 8).min(LANGS.len() as u64) as usize;
     let seconds = env_num("TOLK_BENCH_SECONDS", 60);
     let runs = env_num("TOLK_BENCH_RUNS", 1) as usize;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    let target = if target.is_absolute() { target } else { root.join(target) };
-
-    let build = target.join("bench-build");
-    eprintln!("building release tolk and plugins into {} …", build.display());
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let ok = Command::new(&cargo)
-        .args(["build", "--release", "-p", "tolk-core", "-p", "tolk-source-wav", "-p", "tolk-sink-wav"])
-        .args(["-p", "tolk-sink-captions", "--target-dir"])
-        .arg(&build)
-        .current_dir(&root)
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "cargo build --release failed");
-    let tolk = build.join("release").join("tolk");
+    let (root, target) = dirs();
+    let tolk = build_release(&root, &target, &["tolk-source-wav", "tolk-sink-wav", "tolk-sink-captions"]);
     let python = pyenv(&target.join("pyenv"));
 
     let scratch = Scratch(target.join("bench-client"));
     let dir = scratch.0.clone();
     std::fs::create_dir_all(&dir).expect("bench dir");
     let input = dir.join("speech.wav");
-    write_input(&root.join("configs/samples/keynote-en.wav"), &input);
+    keynote_with_pauses(&root.join("configs/samples/keynote-en.wav"), &input);
 
-    let mut serve = Guard(
-        Command::new(&tolk)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tolk serve"),
-    );
-    let mut line = String::new();
-    BufReader::new(serve.0.stdout.take().expect("stdout")).read_line(&mut line).expect("read tolk serve");
-    let url = line.trim().strip_prefix("tolk serve: listening on ").expect("tolk serve did not start").to_string();
+    let (serve, url) = serve(&tolk);
     let serve_pid = serve.0.id();
     let config = dir.join("live.toml");
     std::fs::write(&config, config_text(&url, &input, &LANGS[..sessions])).expect("write the config");
@@ -223,16 +180,6 @@ fn window(pid: u32, serve_pid: u32, seconds: u64) -> Window {
     Window { cpu: c1 - c0, server_cpu: s1 - s0, note: String::new() }
 }
 
-/// utime + stime of a process, in seconds (`/proc/PID/stat`, clock ticks of 1/100 s).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
-    // Fields after the command name (which may hold spaces) start at field 3 (state).
-    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime");
-    ticks as f64 / 100.0
-}
-
 /// The Python interpreter of a virtualenv with `openai[realtime]`, made if missing.
 fn pyenv(dir: &Path) -> PathBuf {
     let python = dir.join("bin").join("python");
@@ -249,22 +196,6 @@ fn pyenv(dir: &Path) -> PathBuf {
     python
 }
 
-/// The keynote sample with 800 ms of silence after every 4 s, so the server's VAD ends a
-/// turn there (the sample's own pauses are too short for it).
-fn write_input(sample: &Path, out: &Path) {
-    let mut r = hound::WavReader::open(sample).expect("open the keynote sample");
-    let spec = r.spec();
-    assert_eq!((spec.sample_rate, spec.channels, spec.bits_per_sample), (24_000, 1, 16));
-    let samples: Vec<i16> = r.samples::<i16>().map(|s| s.expect("sample")).collect();
-    let mut w = hound::WavWriter::create(out, spec).expect("create the input");
-    for piece in samples.chunks(4 * 24_000) {
-        for &s in piece.iter().chain(std::iter::repeat_n(&0, 800 * 24)) {
-            w.write_sample(s).expect("write the input");
-        }
-    }
-    w.finalize().expect("write the input");
-}
-
 fn config_text(url: &str, input: &Path, langs: &[&str]) -> String {
     let to = langs.iter().map(|l| format!("\"{l}\"")).collect::<Vec<_>>().join(", ");
     format!(
@@ -276,11 +207,4 @@ fn config_text(url: &str, input: &Path, langs: &[&str]) -> String {
          jsonl = \"out/{{lang}}.jsonl\"\n",
         input.display()
     )
-}
-
-/// The 1-, 5- and 15-minute load averages.
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
 }

@@ -37,6 +37,10 @@ use std::{
     process::Command,
 };
 
+mod common;
+
+use common::{Scratch, build_release, dirs, load, median};
+
 const SECONDS: u32 = 600;
 const RATE: u32 = 48_000;
 const OUTPUTS: usize = 8;
@@ -44,34 +48,11 @@ const OUTPUTS: usize = 8;
 /// The tolk configurations measured: label and extra `[source.config]` lines.
 const CONFIGS: [(&str, &str); 2] = [("default", ""), ("tuned (block_ms = 100)", "block_ms = 100\n")];
 
-/// Removes the bench's data directory when dropped (also on a panic).
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is understood.
     let runs: usize = std::env::var("TOLK_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(5).max(1);
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    let target = if target.is_absolute() { target } else { root.join(target) };
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let build = target.join("bench-build");
-    eprintln!("building release tolk and plugins into {} …", build.display());
-    let ok = Command::new(&cargo)
-        .args(["build", "--release", "-p", "tolk-core", "-p", "tolk-source-wav", "-p", "tolk-sink-wav"])
-        .arg("--target-dir")
-        .arg(&build)
-        .current_dir(&root)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(ok, "cargo build --release failed");
-    let tolk = build.join("release").join("tolk");
+    let (root, target) = dirs();
+    let tolk = build_release(&root, &target, &["tolk-source-wav", "tolk-sink-wav"]);
 
     let scratch = Scratch(target.join("bench-fanout"));
     let dir = scratch.0.clone();
@@ -166,19 +147,6 @@ fn main() {
         println!("  targets at the defaults: cpu ≤ 0.67× (≥ 1.5× cheaper), wall ≤ 1.00×");
     }
     drop(scratch);
-}
-
-fn median(v: impl Iterator<Item = f64>) -> f64 {
-    let mut x: Vec<f64> = v.collect();
-    x.sort_by(f64::total_cmp);
-    x[x.len() / 2]
-}
-
-/// The 1-, 5- and 15-minute load averages.
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// Removes the outputs of a run (so no run is timed writing over the previous one's files).

@@ -17,6 +17,15 @@
 //!   connection over the limit is closed at once.
 //! - `tolk check` refuses plain HTTP on a non-loopback address and unknown route languages,
 //!   naming the key.
+//! - The operator console (`operator_token`): 401 and nothing else without its token or with
+//!   a wrong one; its status (route states, levels, costs, listeners); its controls as HTTP
+//!   calls; and in Chromium (`tests/browser/operator.mjs`): the cards show the routes running,
+//!   Mute silences that language's listener page (AnalyserNode at silence, no caption) while
+//!   the other goes on, Floor only gives the original with its transcript, and a typed
+//!   announcement is captioned in both languages. A 390×844 screenshot of the console goes to
+//!   `target/artefacts/operator.png`.
+//! - Icecast (`icecast_url`): Debian's icecast2 on 127.0.0.1; a client of each mount gets Ogg
+//!   (OpusHead, OpusTags) and Opus packets that decode, with that language's marker tone.
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -146,15 +155,27 @@ impl Drop for Listening {
 
 /// One raw HTTP request; returns (status, body).
 fn http(addr: &str, request_line: &str) -> (u16, String) {
+    http_with(addr, request_line, "")
+}
+
+/// [`http`] with more header lines (each ending in `\r\n`).
+fn http_with(addr: &str, request_line: &str, headers: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "{request_line}\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(s, "{request_line}\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n").unwrap();
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     let text = String::from_utf8_lossy(&out).into_owned();
     let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (status, body)
+}
+
+/// One browser test at a time: each plays audio in real time through Chromium, and several at
+/// once (with their `tolk run`s) on a 2-core machine starve each other's audio threads.
+fn one_browser_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static BROWSER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    BROWSER.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// `tests/browser` when Debian's chromium and playwright-core are installed. Without them: a
@@ -173,6 +194,7 @@ fn browser_ready(test: &str) -> Option<PathBuf> {
 #[test]
 fn listener_page_plays_the_chosen_language_with_its_captions_reconnects_and_falls_back_to_pcm() {
     let Some(browser) = browser_ready("listener_page_plays_the_chosen_language") else { return };
+    let _one = one_browser_at_a_time();
     let max_listener_s = 6;
     let run = Listening::start(&format!("max_listener_s = {max_listener_s}"));
     let artefacts = target_dir().join("artefacts");
@@ -268,6 +290,8 @@ async fn listener_server_serves_only_its_paths_and_a_malformed_frame_ends_only_i
             "GET /ws?lang=es HTTP/1.1",
             "GET /api/languages HTTP/1.1",
             "GET /qr HTTP/1.1",
+            "GET /operator HTTP/1.1",
+            "GET /api/operator/status HTTP/1.1",
         ] {
             out.push((line, http(&a, line)));
         }
@@ -295,6 +319,9 @@ async fn listener_server_serves_only_its_paths_and_a_malformed_frame_ends_only_i
             ("GET /ws?lang=es HTTP/1.1", 426),
             ("GET /api/languages HTTP/1.1", 200),
             ("GET /qr HTTP/1.1", 200),
+            // No operator_token configured: no console.
+            ("GET /operator HTTP/1.1", 404),
+            ("GET /api/operator/status HTTP/1.1", 404),
         ]
     );
     // The printable page: a QR code per language, each to the page with it chosen.
@@ -459,6 +486,7 @@ async fn a_flood_of_idle_connections_costs_a_connected_listener_nothing() {
 #[test]
 fn a_self_signed_trial_certificate_serves_a_secure_page_that_plays_with_a_warning() {
     let Some(browser) = browser_ready("a_self_signed_trial_certificate") else { return };
+    let _one = one_browser_at_a_time();
     let run = Listening::start("tls_self_signed = true");
     assert!(run.url.starts_with("https://127.0.0.1:"), "{}", run.url);
     let warning = run.lines.recv_timeout(Duration::from_secs(5)).expect("a line after the URL");
@@ -508,10 +536,20 @@ to = ["es", "floor"]
             "listen.tls_self_signed: conflicts with tls_cert and tls_key",
         ),
         ("[listen]\npublic_url = \"event.example.org\"\n", "listen.public_url: \"event.example.org\" is not an http"),
+        (
+            "[listen]\noperator_token = \"short 1\"\n",
+            "listen.operator_token: must be 12 to 128 printable ASCII characters without spaces",
+        ),
+        ("[listen]\nicecast_url = \"http://127.0.0.1:8000\"\n", "listen.icecast_password: missing"),
+        (
+            "[listen]\nicecast_url = \"https://relay.example.org/live\"\nicecast_password = \"x\"\n",
+            "listen.icecast_url: \"https://relay.example.org/live\" is not an Icecast server's http://HOST:PORT",
+        ),
     ];
     for (section, expected) in cases {
         let config = write(dir.path(), "bad.toml", &format!("{section}{base}"));
         let r = run(tolk().arg("check").arg(&config));
+        assert!(!r.stderr.contains("short 1"), "a token is never repeated: {}", r.stderr);
         assert_eq!(r.code, 2, "{section}: {}", r.stderr);
         assert!(
             r.stderr.contains(&format!("bad.toml: {expected}")),
@@ -534,4 +572,313 @@ to = ["es", "floor"]
     let r = run(tolk().arg("check").arg(&lossless));
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stderr.contains("lossless.toml: listen: run.delivery is \"lossless\""), "{}", r.stderr);
+}
+
+/// The operator token of the console tests.
+const TOKEN: &str = "op-7f3a9c2e51d4";
+
+#[test]
+fn the_operator_console_needs_its_token_and_its_controls_are_http_calls() {
+    let run = Listening::start_with(
+        &format!("operator_token = \"{TOKEN}\""),
+        &["--json-status", "status.json", "--prometheus", "metrics.prom", "--interval", "100"],
+    );
+    let addr = run.addr();
+    let bearer = format!("Authorization: Bearer {TOKEN}\r\n");
+    // Without the token, with a wrong one (query or header, one character off or longer): 401
+    // and nothing of the console.
+    for (line, headers) in [
+        ("GET /operator HTTP/1.1", String::new()),
+        ("GET /operator?token= HTTP/1.1", String::new()),
+        (&*format!("GET /operator?token={} HTTP/1.1", &TOKEN[..TOKEN.len() - 1]), String::new()),
+        (&*format!("GET /operator?token={TOKEN}0 HTTP/1.1"), String::new()),
+        ("GET /api/operator/status HTTP/1.1", "Authorization: Bearer op-7f3a9c2e51d5\r\n".to_string()),
+        ("GET /api/operator/status HTTP/1.1", format!("Authorization: Basic {TOKEN}\r\n")),
+        ("POST /api/operator/mute?lang=es&on=true HTTP/1.1", String::new()),
+    ] {
+        let (status, body) = http_with(&addr, line, &headers);
+        assert_eq!(status, 401, "{line} {headers}");
+        assert_eq!(body, "the operator console needs its token\n", "{line}");
+    }
+    let (status, page) = http(&addr, &format!("GET /operator?token={TOKEN} HTTP/1.1"));
+    assert_eq!(status, 200);
+    assert!(page.contains("<title>Integration test — operator</title>") && page.contains("/operator.js"), "{page}");
+    // The status: both routes, running, with levels, costs and their listeners.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let (code, body) = http_with(&addr, "GET /api/operator/status HTTP/1.1", &bearer);
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let routes = v["routes"].as_array().cloned().unwrap_or_default();
+        if routes.len() == 2
+            && routes.iter().all(|r| r["state"] == "running" && r["level_in_dbfs"].is_number() && r["responses"] != 0)
+        {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "no running routes with levels and responses within 20 s: {v}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(status["title"], "Integration test");
+    let routes = status["routes"].as_array().unwrap();
+    assert_eq!(routes.iter().map(|r| r["language"].as_str().unwrap()).collect::<Vec<_>>(), ["es", "fr"]);
+    for r in routes {
+        let level = r["level_in_dbfs"].as_f64().unwrap();
+        assert!((-120.0..=0.0).contains(&level), "{r}");
+        assert_eq!(r["listen"]["language"], r["language"]);
+        assert_eq!(r["listen"]["muted"], false);
+        assert!(r["cost_usd"].is_number() && r["cost_per_hour_usd"].is_number(), "{r}");
+        assert!(r["ear_voice_ms"]["p50"].is_number(), "{r}");
+    }
+    // The controls: POST only, a known language, on=true|false.
+    let post = |line: &str| http_with(&addr, line, &bearer);
+    assert_eq!(post("GET /api/operator/mute?lang=es&on=true HTTP/1.1").0, 405);
+    assert_eq!(post("POST /api/operator/status HTTP/1.1").0, 405);
+    assert_eq!(post("POST /api/operator/mute?lang=de&on=true HTTP/1.1"), (404, "no language \"de\" here\n".into()));
+    assert_eq!(post("POST /api/operator/mute?lang=es&on=maybe HTTP/1.1").0, 400);
+    assert_eq!(post("POST /api/operator/announce?text= HTTP/1.1").0, 400);
+    assert_eq!(post(&format!("POST /api/operator/announce?text={} HTTP/1.1", "a".repeat(501))).0, 400);
+    assert_eq!(post("POST /api/operator/announce?text=one%0Atwo HTTP/1.1").0, 400);
+    assert_eq!(post("POST /api/operator/announce?text=Welcome%20back HTTP/1.1"), (200, r#"{"routes":2}"#.into()));
+    let (code, body) = post("POST /api/operator/mute?lang=es&on=true HTTP/1.1");
+    assert_eq!((code, body.as_str()), (200, r#"{"floor_only":false,"language":"es","muted":true}"#));
+    let (code, body) = post(&format!("POST /api/operator/floor?lang=fr&on=1&token={TOKEN} HTTP/1.1"));
+    assert_eq!((code, body.as_str()), (200, r#"{"floor_only":true,"language":"fr","muted":false}"#));
+    let v: serde_json::Value =
+        serde_json::from_str(&http_with(&addr, "GET /api/operator/status HTTP/1.1", &bearer).1).unwrap();
+    assert_eq!(
+        (v["routes"][0]["listen"]["muted"].clone(), v["routes"][1]["listen"]["floor_only"].clone()),
+        (true.into(), true.into())
+    );
+    // --json-status carries the level meters too.
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.dir.path().join("status.json")).unwrap()).unwrap();
+    assert!(json["routes"][0]["level_in_dbfs"].is_number(), "{}", json["routes"][0]);
+    let prom = std::fs::read_to_string(run.dir.path().join("metrics.prom")).unwrap();
+    for name in ["tolk_route_level_in_dbfs", "tolk_route_level_out_dbfs"] {
+        let line = prom
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}{{route=\"stage→es\"")))
+            .unwrap_or_else(|| panic!("no {name} in:\n{prom}"));
+        let v: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(v.is_nan() || (-120.0..=0.0).contains(&v), "{line}");
+    }
+    // The token is never logged.
+    let mut stderr = vec![];
+    while let Ok(l) = run.lines.try_recv() {
+        stderr.push(l);
+    }
+    let summary = run.stop();
+    assert!(!summary.contains(TOKEN) && !stderr.iter().any(|l| l.contains(TOKEN)), "{stderr:?}");
+}
+
+#[test]
+fn operator_console_shows_the_routes_and_mute_silences_only_that_language() {
+    let Some(browser) = browser_ready("operator_console_shows_the_routes") else { return };
+    let _one = one_browser_at_a_time();
+    let run = Listening::start(&format!("operator_token = \"{TOKEN}\""));
+    let artefacts = target_dir().join("artefacts");
+    std::fs::create_dir_all(&artefacts).unwrap();
+    let shot = artefacts.join("operator.png");
+    let _ = std::fs::remove_file(&shot);
+    let out = Command::new("node")
+        .current_dir(&browser)
+        .arg("operator.mjs")
+        .arg(&run.url)
+        .args([TOKEN, "es", "fr"])
+        .arg(&shot)
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("operator.mjs: {stdout}{stderr}");
+    assert!(out.status.success(), "the browser checks failed:\n{stderr}\n{stdout}");
+    let figures: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(figures["wrong_token"], 401);
+    assert!(figures["muted"]["peak_rms"].as_f64().unwrap() < 0.003, "{figures}");
+    assert!(figures["other_while_muted"]["peak_rms"].as_f64().unwrap() > 0.003, "{figures}");
+    for lang in ["es", "fr"] {
+        let caption = figures["announcement"][lang].as_str().unwrap_or_default();
+        assert!(
+            caption.starts_with(&format!("[{lang}] ")) && caption.contains("Lunch is served in hall B"),
+            "{figures}"
+        );
+    }
+    let png = std::fs::read(&shot).expect("the screenshot");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+}
+
+/// The Icecast server of a test: `icecast2` on 127.0.0.1 with a config of its own, killed when
+/// dropped.
+struct IcecastServer {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for IcecastServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Its source password.
+const ICECAST_PASSWORD: &str = "src-pw-8c1e";
+
+/// Starts Debian's icecast2 on a free loopback port; `None` (a skip note; a panic under `CI`)
+/// without it.
+fn icecast() -> Option<IcecastServer> {
+    let bin = Path::new("/usr/bin/icecast2");
+    if !bin.exists() {
+        let ci = std::env::var("CI").map(|v| !v.is_empty() && v != "false" && v != "0").unwrap_or(false);
+        assert!(!ci, "CI is set but icecast2 is missing: run tests/browser/setup.sh");
+        eprintln!("skipping the Icecast test: no /usr/bin/icecast2; run tests/browser/setup.sh (scripts/test.sh does)");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let logs = dir.path().join("log");
+    std::fs::create_dir_all(&logs).unwrap();
+    // icecast2 refuses to run as root: as root it changes to nobody, who must write its logs.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&logs, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let root = is_root();
+    let security = if root {
+        "<security><chroot>0</chroot><changeowner><user>nobody</user><group>nogroup</group></changeowner></security>"
+    } else {
+        "<security><chroot>0</chroot></security>"
+    };
+    let config = write(
+        dir.path(),
+        "icecast.xml",
+        &format!(
+            r#"<icecast>
+  <limits><clients>20</clients><sources>8</sources><queue-size>524288</queue-size><client-timeout>30</client-timeout>
+    <header-timeout>15</header-timeout><source-timeout>10</source-timeout><burst-on-connect>1</burst-on-connect><burst-size>65535</burst-size></limits>
+  <authentication><source-password>{ICECAST_PASSWORD}</source-password><admin-user>admin</admin-user><admin-password>adm-pw-31</admin-password></authentication>
+  <hostname>127.0.0.1</hostname>
+  <listen-socket><port>{port}</port><bind-address>127.0.0.1</bind-address></listen-socket>
+  <fileserve>0</fileserve>
+  <paths><basedir>/usr/share/icecast2</basedir><logdir>{logs}</logdir><webroot>/usr/share/icecast2/web</webroot><adminroot>/usr/share/icecast2/admin</adminroot></paths>
+  <logging><accesslog>access.log</accesslog><errorlog>error.log</errorlog><loglevel>3</loglevel></logging>
+  {security}
+</icecast>
+"#,
+            logs = logs.display()
+        ),
+    );
+    let child = Command::new(bin).arg("-c").arg(&config).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let server = IcecastServer { child, port, _dir: dir };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "icecast2 did not listen on 127.0.0.1:{port} within 10 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(server)
+}
+
+/// True when the test runs as root (icecast2 must then drop to nobody).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}
+
+/// What an Icecast client of `mount` receives in `for_how_long` (waiting up to 20 s for the
+/// mount to exist): the body, and how many of its bytes came in the first 300 ms (the burst
+/// Icecast sends a new client at once: audio from before it connected).
+fn icecast_client(port: u16, mount: &str, for_how_long: Duration) -> (Vec<u8>, usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        write!(s, "GET {mount} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+        let mut got = Vec::new();
+        let start = Instant::now();
+        let end = start + for_how_long;
+        let mut early = 0;
+        let mut buf = [0u8; 16 << 10];
+        while Instant::now() < end {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+            if start.elapsed() < Duration::from_millis(300) {
+                early = got.len();
+            }
+            if got.len() > 12 && !got.starts_with(b"HTTP/1.0 200") && !got.starts_with(b"HTTP/1.1 200") {
+                break;
+            }
+        }
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n")
+            && (got.starts_with(b"HTTP/1.0 200") || got.starts_with(b"HTTP/1.1 200"))
+        {
+            return (got[i + 4..].to_vec(), early.saturating_sub(i + 4));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no stream on {mount} within 20 s: {}",
+            String::from_utf8_lossy(&got[..got.len().min(200)])
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn icecast_gets_valid_ogg_opus_per_language() {
+    let Some(ice) = icecast() else { return };
+    let run = Listening::start(&format!(
+        "icecast_url = \"http://127.0.0.1:{}\"\nicecast_password = \"{ICECAST_PASSWORD}\"",
+        ice.port
+    ));
+    for (lang, name, other) in [("es", "Español", "fr"), ("fr", "Français", "es")] {
+        let (body, burst) = icecast_client(ice.port, &format!("/{lang}.ogg"), Duration::from_secs(5));
+        let total = body.len();
+        let mut reader = ogg::reading::PacketReader::new(std::io::Cursor::new(body));
+        let head = reader.read_packet_expected().expect("an Ogg page");
+        assert_eq!(&head.data[..8], b"OpusHead", "{lang}: the first packet is OpusHead");
+        assert_eq!(head.data[9], 1, "mono");
+        let tags = reader.read_packet_expected().expect("OpusTags");
+        assert_eq!(&tags.data[..8], b"OpusTags");
+        assert!(String::from_utf8_lossy(&tags.data).contains(&format!("TITLE=Integration test — {name}")));
+        let mut decoder = opus::Decoder::new(24_000, opus::Channels::Mono).unwrap();
+        let mut pcm = vec![];
+        let mut out = vec![0i16; 5760];
+        let mut packets = 0;
+        while let Ok(Some(p)) = reader.read_packet() {
+            let n = decoder.decode(&p.data, &mut out, false).expect("a valid Opus packet");
+            assert_eq!(n, 480, "20 ms per packet");
+            pcm.extend_from_slice(&out[..n]);
+            packets += 1;
+        }
+        assert!(packets >= 100, "{lang}: {packets} packets (2 s at least)");
+        // The local engine starts each answer with its language's marker tone: this mount
+        // carries the {lang} route, not the other.
+        let window = 4800;
+        let best = |l: &str| {
+            pcm.chunks(window / 2)
+                .enumerate()
+                .map(|(i, _)| {
+                    let s = &pcm[i * window / 2..(i * window / 2 + window).min(pcm.len())];
+                    tolk_core::serve::engine::goertzel(s, 24_000, tolk_core::serve::engine::marker_hz(l))
+                })
+                .fold(0.0f64, f64::max)
+        };
+        let (mine, theirs) = (best(lang), best(other));
+        // How far behind live a player starting on the first byte is (the burst), and where
+        // that settles with Icecast's default burst-size (64 KiB) at this stream's bytes per 20 ms.
+        let per_packet = total as f64 / packets as f64;
+        eprintln!(
+            "icecast /{lang}.ogg: {packets} packets ({per_packet:.0} B each with its page), burst on connect {:.1} s of \
+             audio; with the default 64 KiB burst-size a new client starts {:.1} s behind live; marker {mine:.3} \
+             (other language's {theirs:.3})",
+            burst as f64 / per_packet * 0.02,
+            65_535.0 / per_packet * 0.02
+        );
+        assert!(mine > 0.05 && mine > 4.0 * theirs, "{lang}: marker {mine} vs {other}'s {theirs}");
+    }
+    drop(run);
 }

@@ -763,6 +763,20 @@ fn caption_rows(path: &Path) -> Vec<(String, u64, u64)> {
         .collect()
 }
 
+/// Runs `input` (24 kHz mono) into French with captions of both roles (`delivery` etc. in
+/// `run`); returns the sample where the recording first holds sound, and the caption rows.
+fn run_into_french(dir: &Path, input: &[i16], realtime: bool, run: &str) -> (usize, Vec<(String, u64, u64)>) {
+    write_wav_i16(&dir.join("in.wav"), 24_000, 1, input);
+    let config = translated_config(dir, &["fr"], None, realtime, run);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("jsonl = ", "role = \"both\"\njsonl = ")).unwrap();
+    let r = run_tolk(&config, &[], Duration::from_secs(60));
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let (_, rec) = read_wav_i16(&dir.join("out/fr.wav"));
+    let first = rec.iter().position(|s| s.unsigned_abs() > 500).expect("the recording holds a translation");
+    (first, caption_rows(&dir.join("out/fr.jsonl")))
+}
+
 /// Issue 8, timing on the run's clock: a source silent for 30 s before it speaks leaves those
 /// 30 s in the recording and the captions (the translation sits where the speech was), and
 /// a segment cut by `max_segment_ms` reaches the sinks with a real span, not `start == end`.
@@ -775,16 +789,8 @@ fn outputs_sit_on_the_runs_clock_after_a_long_silence_and_across_cuts() {
     input.extend(std::iter::repeat_n(0, 24_000));
     input.extend(signal(24_000, 9, 6_000));
     input.extend(std::iter::repeat_n(0, 24_000));
-    write_wav_i16(&dir.path().join("in.wav"), 24_000, 1, &input);
-    let config = translated_config(dir.path(), &["fr"], None, false, "delivery = \"lossless\"\nmax_segment_ms = 3000");
-    // The captions take the source transcripts too.
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, text.replace("jsonl = ", "role = \"both\"\njsonl = ")).unwrap();
-    let r = run_tolk(&config, &[], Duration::from_secs(60));
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let (first, rows) = run_into_french(dir.path(), &input, false, "delivery = \"lossless\"\nmax_segment_ms = 3000");
     // The recording: silence until the speech began, 30 s in.
-    let (_, rec) = read_wav_i16(&dir.path().join("out/fr.wav"));
-    let first = rec.iter().position(|s| s.unsigned_abs() > 500).expect("the recording holds a translation");
     assert!(
         first >= 30 * 24_000,
         "the translation starts {} ms into the recording, before the speech (30 s)",
@@ -792,7 +798,6 @@ fn outputs_sit_on_the_runs_clock_after_a_long_silence_and_across_cuts() {
     );
     assert!(first < 34 * 24_000, "the translation starts {} ms into the recording, long after the speech", first / 24);
     // The captions: every final spans time, on the run's clock.
-    let rows = caption_rows(&dir.path().join("out/fr.jsonl"));
     for role in ["source", "translation"] {
         let of: Vec<_> = rows.iter().filter(|r| r.0 == role).collect();
         assert!(of.len() >= 3, "{role}: {rows:?}");
@@ -822,20 +827,12 @@ fn a_live_runs_outputs_sit_where_they_happened() {
     let mut input = vec![0i16; 4 * 24_000];
     input.extend(signal(24_000, 5, 6_000));
     input.extend(std::iter::repeat_n(0, 24_000));
-    write_wav_i16(&dir.path().join("in.wav"), 24_000, 1, &input);
-    let config = translated_config(dir.path(), &["fr"], None, true, "");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, text.replace("jsonl = ", "role = \"both\"\njsonl = ")).unwrap();
-    let r = run_tolk(&config, &[], Duration::from_secs(60));
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    let (_, rec) = read_wav_i16(&dir.path().join("out/fr.wav"));
-    let first = rec.iter().position(|s| s.unsigned_abs() > 500).expect("the recording holds a translation");
+    let (first, rows) = run_into_french(dir.path(), &input, true, "");
     assert!(
         first >= 4 * 24_000,
         "the translation starts {} ms into the recording, before the speech (4 s)",
         first / 24
     );
-    let rows = caption_rows(&dir.path().join("out/fr.jsonl"));
     assert!(rows.iter().any(|r| r.0 == "source") && rows.iter().any(|r| r.0 == "translation"), "{rows:?}");
     assert!(rows.iter().all(|r| r.1 >= 3_700 && r.2 > r.1), "captions before the speech or without a span: {rows:?}");
 }

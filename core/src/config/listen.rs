@@ -34,6 +34,54 @@ pub struct ListenSettings {
     pub max_listener_s: Option<u64>,
     /// Most listener connections at once; more are refused with 503.
     pub max_listeners: usize,
+    /// The operator console's token (`/operator`); `None`: no console is served.
+    pub operator_token: Option<Secret>,
+    /// Also publish every language to this Icecast server.
+    pub icecast: Option<Icecast>,
+}
+
+/// An Icecast server to publish to (`listen.icecast_url`, `listen.icecast_password`).
+#[derive(Debug, Clone)]
+pub struct Icecast {
+    /// `host:port`.
+    pub host: String,
+    /// The source password (user `source`).
+    pub password: Secret,
+}
+
+/// A token that never shows in a log or a `{:?}`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps `s`.
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    /// The secret itself, to send where it belongs (never to a log).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// True when `given` is the token, compared in constant time (the time taken does not tell
+    /// how much of a guess was right; only the lengths' equality shows).
+    pub fn matches(&self, given: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), given.as_bytes());
+        let mut diff = u8::from(a.len() != b.len());
+        for (i, x) in a.iter().enumerate() {
+            // Compare against the guess's byte, or its own when the guess is shorter, so the
+            // loop always runs over the whole token.
+            diff |= x ^ b.get(i).copied().unwrap_or(!*x);
+        }
+        diff == 0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
 }
 
 /// Where the listener server's certificate comes from.
@@ -64,6 +112,9 @@ pub(super) struct RawListen {
     routes: Option<Vec<String>>,
     max_listener_s: Option<u64>,
     max_listeners: Option<usize>,
+    operator_token: Option<String>,
+    icecast_url: Option<String>,
+    icecast_password: Option<String>,
 }
 
 /// The languages the routes of a config produce, `floor` included, in config order.
@@ -195,7 +246,48 @@ pub(super) fn validate(
             5_000
         }
     };
+    if let Some(t) = &raw.operator_token
+        && (t.len() < 12 || t.len() > 128 || !t.chars().all(|c| c.is_ascii_graphic()))
+    {
+        // The token itself is never repeated in a message.
+        err(
+            "listen.operator_token".into(),
+            "must be 12 to 128 printable ASCII characters without spaces (e.g. from `openssl rand -hex 16`)".into(),
+        );
+    }
+    let icecast = match (&raw.icecast_url, raw.icecast_password) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            err("listen.icecast_url".into(), "missing: icecast_password needs the server's URL".into());
+            None
+        }
+        (Some(_), None) => {
+            err("listen.icecast_password".into(), "missing: the Icecast server's source password".into());
+            None
+        }
+        (Some(u), Some(password)) => {
+            let host = u.strip_prefix("http://").map(|h| h.trim_end_matches('/'));
+            match host {
+                Some(h)
+                    if !h.is_empty()
+                        && !h.contains(['/', '?', '#', ' '])
+                        && h.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) =>
+                {
+                    Some(Icecast { host: h.to_string(), password: Secret(password) })
+                }
+                _ => {
+                    err(
+                        "listen.icecast_url".into(),
+                        format!("\"{u}\" is not an Icecast server's http://HOST:PORT (mounts are /LANG.ogg on it)"),
+                    );
+                    None
+                }
+            }
+        }
+    };
     ListenSettings {
+        icecast,
+        operator_token: raw.operator_token.map(Secret),
         address,
         title,
         tls,
@@ -204,5 +296,20 @@ pub(super) fn validate(
         routes: offered,
         max_listener_s,
         max_listeners,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_matches_only_itself_and_never_prints() {
+        let t = Secret::new("s3cret-token-42");
+        assert!(t.matches("s3cret-token-42"));
+        for wrong in ["", "s3cret-token-4", "s3cret-token-43", "s3cret-token-42x", "S3cret-token-42"] {
+            assert!(!t.matches(wrong), "{wrong}");
+        }
+        assert!(!format!("{t:?}").contains("s3cret"));
     }
 }

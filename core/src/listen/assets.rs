@@ -10,6 +10,7 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ("/worklet.js", "text/javascript; charset=utf-8", include_bytes!("web/worklet.js")),
     ("/style.css", "text/css; charset=utf-8", include_bytes!("web/style.css")),
     ("/icon.svg", "image/svg+xml", include_bytes!("web/icon.svg")),
+    ("/operator.js", "text/javascript; charset=utf-8", include_bytes!("web/operator.js")),
 ];
 
 /// The content type and bytes served at `path`, if it is one of the page's files.
@@ -20,6 +21,12 @@ pub fn asset(path: &str) -> Option<(&'static str, &'static [u8])> {
 /// The page with the event's title in it (HTML-escaped).
 pub fn index(title: &str) -> Vec<u8> {
     let page = String::from_utf8_lossy(include_bytes!("web/index.html"));
+    page.replace("{{TITLE}}", &escape(title)).into_bytes()
+}
+
+/// The operator console's page (served only with its token) with the event's title.
+pub fn operator(title: &str) -> Vec<u8> {
+    let page = String::from_utf8_lossy(include_bytes!("web/operator.html"));
     page.replace("{{TITLE}}", &escape(title)).into_bytes()
 }
 

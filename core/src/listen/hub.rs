@@ -22,7 +22,7 @@
 use std::{
     collections::VecDeque,
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
     },
     thread::JoinHandle,
@@ -36,7 +36,7 @@ use tolk_plugin_api::TextRole;
 
 use crate::{
     config::{Config, FLOOR},
-    router::{Chunk, RATE, plan::Plan, sink_lane::TextItem},
+    router::{Chunk, RATE, metrics::RunStats, plan::Plan, sink_lane::TextItem},
 };
 
 /// Samples in one packet: 20 ms at 24 kHz.
@@ -82,6 +82,15 @@ pub struct Channel {
     pub input_dropped: AtomicU64,
     /// Packets produced.
     pub packets: AtomicU64,
+    /// The operator muted it: listeners hear silence and get no captions (sinks go on).
+    pub muted: AtomicBool,
+    /// The operator switched it to the floor: listeners hear the source's own audio (and its
+    /// transcript), not the translation.
+    pub floor_only: AtomicBool,
+    /// The route that feeds it.
+    pub route: usize,
+    /// The source of that route (its floor).
+    source: usize,
     inbox: Sender<Chunk>,
 }
 
@@ -96,6 +105,15 @@ impl Channel {
     pub fn leave(&self) {
         self.listeners.fetch_sub(1, Relaxed);
     }
+
+    fn push(&self, chunk: &Chunk) {
+        match self.inbox.try_send(chunk.clone()) {
+            Ok(()) => {}
+            Err(TrySendError::Full(c) | TrySendError::Disconnected(c)) => {
+                self.input_dropped.fetch_add(c.samples.len() as u64, Relaxed);
+            }
+        }
+    }
 }
 
 /// The hub of a run: the channels, which route feeds which, and the pacing thread.
@@ -109,6 +127,11 @@ pub struct Hub {
     source_text_to: Vec<Option<usize>>,
     stop: Arc<AtomicBool>,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// The run's counters, once the router has made them (the operator console's status).
+    stats: OnceLock<Arc<RunStats>>,
+    /// The operator's announcements, to every translated route's task (each speaks it on its
+    /// session).
+    pub announcements: broadcast::Sender<Arc<str>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -159,6 +182,10 @@ impl Hub {
                 dropped: AtomicU64::new(0),
                 input_dropped: AtomicU64::new(0),
                 packets: AtomicU64::new(0),
+                muted: AtomicBool::new(false),
+                floor_only: AtomicBool::new(false),
+                route: r,
+                source: plan.routes[r].source,
                 inbox: tx,
             }));
             inboxes.push(rx);
@@ -177,6 +204,7 @@ impl Hub {
             inboxes,
             encoders,
             pending: channels.iter().map(|_| VecDeque::new()).collect(),
+            modes: channels.iter().map(|_| (false, false)).collect(),
             stop: Arc::clone(&stop),
         };
         let thread = std::thread::Builder::new()
@@ -189,6 +217,8 @@ impl Hub {
             source_text_to,
             stop,
             thread: std::sync::Mutex::new(Some(thread)),
+            stats: OnceLock::new(),
+            announcements: broadcast::channel(16).0,
         })))
     }
 
@@ -197,21 +227,143 @@ impl Hub {
         self.channels.iter().find(|c| c.code.eq_ignore_ascii_case(code))
     }
 
-    /// Route `r`'s output audio (never waits).
+    /// Route `r`'s output audio (never waits). Not taken while its language is muted or
+    /// switched to the floor.
     pub fn audio(&self, r: usize, chunk: &Chunk) {
         let Some(Some(c)) = self.by_route.get(r) else { return };
         let ch = &self.channels[*c];
-        match ch.inbox.try_send(chunk.clone()) {
-            Ok(()) => {}
-            Err(TrySendError::Full(c) | TrySendError::Disconnected(c)) => {
-                ch.input_dropped.fetch_add(c.samples.len() as u64, Relaxed);
+        if ch.muted.load(Relaxed) || ch.floor_only.load(Relaxed) {
+            return;
+        }
+        ch.push(chunk);
+    }
+
+    /// Source `s`'s own audio (never waits): taken only by the languages the operator
+    /// switched to the floor.
+    pub fn source_audio(&self, s: usize, chunk: &Chunk) {
+        for ch in &self.channels {
+            if ch.source == s && ch.floor_only.load(Relaxed) && !ch.muted.load(Relaxed) {
+                ch.push(chunk);
             }
         }
+    }
+
+    /// Sends the operator's typed announcement to every translated route (each speaks and
+    /// captions it in its language: a text item and a response on its session) and, as a
+    /// caption, to the floor's listeners. Returns the number of routes it went to.
+    pub fn announce(&self, text: &str) -> usize {
+        let routes = self.announcements.send(Arc::from(text)).unwrap_or(0);
+        for ch in self.channels.iter().filter(|c| c.floor && !c.muted.load(Relaxed)) {
+            let item = TextItem {
+                role: TextRole::Translation,
+                is_final: true,
+                utterance_id: 0,
+                language: Arc::from(ch.spoken.as_str()),
+                text: text.to_string(),
+                start_ms: 0,
+                end_ms: 0,
+            };
+            let _ = ch.captions.send(caption_json(&item));
+        }
+        tracing::info!("operator: announcement of {} characters to {routes} route(s)", text.chars().count());
+        routes
+    }
+
+    /// Gives the hub the run's counters (the router calls it once it has made them).
+    pub fn attach(&self, stats: Arc<RunStats>) {
+        let _ = self.stats.set(stats);
+    }
+
+    /// Mutes or unmutes language `code`; `Err` names an unknown language.
+    pub fn set_muted(&self, code: &str, on: bool) -> Result<(), String> {
+        let ch = self.channel(code).ok_or_else(|| format!("no language \"{code}\" here"))?;
+        ch.muted.store(on, Relaxed);
+        tracing::info!("operator: {} {}", ch.code, if on { "muted" } else { "unmuted" });
+        Ok(())
+    }
+
+    /// Switches language `code` to the floor (or back to its translation); `Err` names an
+    /// unknown language or the floor itself.
+    pub fn set_floor_only(&self, code: &str, on: bool) -> Result<(), String> {
+        let ch = self.channel(code).ok_or_else(|| format!("no language \"{code}\" here"))?;
+        if ch.floor {
+            return Err(format!("\"{}\" is the floor already", ch.code));
+        }
+        ch.floor_only.store(on, Relaxed);
+        tracing::info!(
+            "operator: {} {}",
+            ch.code,
+            if on { "switched to the floor" } else { "back to its translation" }
+        );
+        Ok(())
+    }
+
+    /// The operator console's status: per route its state, levels, latency, reconnects,
+    /// rotations, losses and cost, with its listeners and controls; the run's cost per hour
+    /// against the budget.
+    pub fn operator_json(&self) -> serde_json::Value {
+        let Some(stats) = self.stats.get() else {
+            return serde_json::json!({"routes": [], "starting": true});
+        };
+        let elapsed = stats.started.elapsed().as_secs_f64();
+        let per_hour = |usd: f64| if elapsed >= 1.0 { usd * 3600.0 / elapsed } else { 0.0 };
+        let routes: Vec<_> = stats
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let q = |m: &std::sync::Mutex<crate::router::metrics::Reservoir>, p: f64| {
+                    m.lock().unwrap_or_else(|e| e.into_inner()).quantile(p).map(|v| (v * 10.0).round() / 10.0)
+                };
+                let sink_dropped: u64 =
+                    stats.sink_losses(i).iter().map(|l| l.drops.frames + l.drops.floor_frames).sum();
+                let listen = self.by_route.get(i).copied().flatten().map(|c| {
+                    let ch = &self.channels[c];
+                    serde_json::json!({
+                        "language": ch.code,
+                        "name": ch.name,
+                        "floor": ch.floor,
+                        "listeners": ch.listeners.load(Relaxed),
+                        "peak_listeners": ch.peak_listeners.load(Relaxed),
+                        "packets_skipped": ch.dropped.load(Relaxed),
+                        "audio_dropped_s": ch.input_dropped.load(Relaxed) as f64 / f64::from(RATE),
+                        "muted": ch.muted.load(Relaxed),
+                        "floor_only": ch.floor_only.load(Relaxed),
+                    })
+                });
+                serde_json::json!({
+                    "route": r.name,
+                    "language": r.language,
+                    "state": r.state().as_str(),
+                    "level_in_dbfs": r.level_in.json(),
+                    "level_out_dbfs": r.level_out.json(),
+                    "ear_voice_ms": {"p50": q(&r.ear_voice_ms, 0.5), "p99": q(&r.ear_voice_ms, 0.99)},
+                    "system_ms": {"p50": q(&r.system_ms, 0.5), "p99": q(&r.system_ms, 0.99)},
+                    "reconnects": r.reconnects.load(Relaxed),
+                    "rotations": r.rotations.load(Relaxed),
+                    "responses": r.responses.load(Relaxed),
+                    "input_gap_s": r.gap_frames.load(Relaxed) as f64 / f64::from(RATE),
+                    "sink_dropped_s": sink_dropped as f64 / f64::from(RATE),
+                    "lost": r.losses(),
+                    "cost_usd": r.cost_usd(),
+                    "cost_per_hour_usd": per_hour(r.cost_usd()),
+                    "listen": listen,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "elapsed_s": elapsed,
+            "cost_usd": stats.cost_usd(),
+            "cost_per_hour_usd": per_hour(stats.cost_usd()),
+            "budget_usd": stats.budget_usd,
+            "routes": routes,
+        })
     }
 
     /// Route `r`'s text event, as a caption for its listeners (never waits).
     pub fn text(&self, r: usize, item: &TextItem) {
         let mut json: Option<Utf8Bytes> = None;
+        let translation = item.role == TextRole::Translation;
         let targets = [
             self.by_route.get(r).copied().flatten(),
             match item.role {
@@ -220,6 +372,11 @@ impl Hub {
             },
         ];
         for c in targets.into_iter().flatten() {
+            let ch = &self.channels[c];
+            // Muted: no captions; on the floor: the original's transcript only.
+            if ch.muted.load(Relaxed) || (translation && ch.floor_only.load(Relaxed)) {
+                continue;
+            }
             let text = json.get_or_insert_with(|| caption_json(item)).clone();
             // No receiver: nobody listens; not a loss.
             let _ = self.channels[c].captions.send(text);
@@ -325,6 +482,8 @@ struct Pacer {
     inboxes: Vec<Receiver<Chunk>>,
     encoders: Vec<opus::Encoder>,
     pending: Vec<VecDeque<i16>>,
+    /// Per channel the (muted, floor_only) its pending audio belongs to: a switch drops it.
+    modes: Vec<(bool, bool)>,
     stop: Arc<AtomicBool>,
 }
 
@@ -349,6 +508,14 @@ impl Pacer {
             for c in 0..self.channels.len() {
                 let ch = &self.channels[c];
                 let pending = &mut self.pending[c];
+                let mode = (ch.muted.load(Relaxed), ch.floor_only.load(Relaxed));
+                if mode != self.modes[c] {
+                    // Switched: what waits belongs to the other mode (unmuting does not replay
+                    // what was said meanwhile, the floor does not follow the translation).
+                    self.modes[c] = mode;
+                    pending.clear();
+                    while self.inboxes[c].try_recv().is_ok() {}
+                }
                 while let Ok(chunk) = self.inboxes[c].try_recv() {
                     pending.extend(chunk.samples.iter().copied());
                 }
@@ -467,6 +634,56 @@ to = ["floor", "es"]
         assert_eq!(got_es[1]["type"], "caption");
         assert_eq!(json(f.try_recv().unwrap())["text"], "[en] utterance 3");
         assert!(f.try_recv().is_err(), "no translation on the floor");
+        hub.stop();
+    }
+
+    #[tokio::test]
+    async fn muted_is_silence_without_captions_and_the_floor_replaces_the_translation() {
+        let hub = hub();
+        let es = Arc::clone(hub.channel("es").unwrap());
+        let (mut audio, mut captions) = (es.pcm.subscribe(), es.captions.subscribe());
+        let chunk = |v: i16| Chunk { offset: 0, samples: Arc::from(vec![v; 2 * FRAME]), born: Instant::now() };
+        let item = |role| TextItem {
+            role,
+            is_final: true,
+            utterance_id: 1,
+            language: Arc::from("es"),
+            text: "x".into(),
+            start_ms: 0,
+            end_ms: 0,
+        };
+        // Plays the chunk given on the next tick and returns the first packet with sound.
+        async fn loud(rx: &mut broadcast::Receiver<Bytes>, feed: impl Fn()) -> Option<i16> {
+            rx.recv().await.unwrap();
+            feed();
+            for _ in 0..5 {
+                let s = samples(&rx.recv().await.unwrap());
+                if let Some(&x) = s.iter().find(|&&x| x != 0) {
+                    return Some(x);
+                }
+            }
+            None
+        }
+        assert_eq!(loud(&mut audio, || hub.audio(1, &chunk(500))).await, Some(500), "the translation plays");
+        hub.set_muted("es", true).unwrap();
+        assert_eq!(loud(&mut audio, || hub.audio(1, &chunk(500))).await, None, "muted: silence");
+        hub.text(1, &item(TextRole::Translation));
+        hub.text(1, &item(TextRole::Source));
+        assert!(captions.try_recv().is_err(), "muted: no caption");
+        hub.set_muted("es", false).unwrap();
+        hub.set_floor_only("es", true).unwrap();
+        let both = || {
+            hub.audio(1, &chunk(500));
+            hub.source_audio(0, &chunk(-7));
+        };
+        assert_eq!(loud(&mut audio, both).await, Some(-7), "on the floor: the source, not the translation");
+        hub.text(1, &item(TextRole::Translation));
+        hub.text(1, &item(TextRole::Source));
+        let c: serde_json::Value = serde_json::from_str(&captions.try_recv().unwrap()).unwrap();
+        assert_eq!(c["role"], "source", "the original's transcript only");
+        assert!(captions.try_recv().is_err());
+        assert_eq!(hub.set_floor_only("floor", true).unwrap_err(), "\"floor\" is the floor already");
+        assert_eq!(hub.set_muted("de", true).unwrap_err(), "no language \"de\" here");
         hub.stop();
     }
 

@@ -11,7 +11,9 @@
 //! ```
 //!
 //! - [`hub`]: the route → language fan-out, pacing and encoding.
-//! - [`server`]: HTTP(S), the fixed set of paths, listener sessions.
+//! - [`server`]: HTTP(S), the fixed set of paths, listener sessions, the operator console and
+//!   its API (token-protected).
+//! - [`icecast`]: each language also to an Icecast server, Ogg/Opus by HTTP PUT (optional).
 //! - [`assets`]: the page (HTML, JS, AudioWorklet, CSS) compiled into the binary.
 //! - [`names`]: language names in their own language.
 //!
@@ -28,9 +30,10 @@
 //!
 //! ## Why in core, not a sink plugin
 //!
-//! The operator console (next) shows route state, levels, drops and listener counts, and its
-//! controls (mute a route, floor-only, announcements) act on the router — all of which live in
-//! core; the listener server is the same HTTP server, so it lives there too, fed directly from
+//! The operator console (`/operator`, with `operator_token`) shows route state, levels, drops
+//! and listener counts from the router's [`crate::router::metrics::RunStats`], and its
+//! controls (mute a language, floor-only, announcements to every route's session) act on this hub — all of which live in core; the
+//! listener server is the same HTTP server, so it lives there too, fed directly from
 //! the router's delivery points (no conversion per sink, one Opus encode per language however
 //! many sinks exist). A third party who wants another delivery (Icecast, HLS, SIP) still
 //! writes a sink plugin: the sink ABI gives it the same per-route audio (24 kHz mono with
@@ -39,6 +42,7 @@
 
 pub mod assets;
 pub mod hub;
+pub mod icecast;
 pub mod names;
 pub mod server;
 

@@ -8,8 +8,15 @@
 //! | `GET /qr` | a printable page: one QR code per language (`/?lang=es`, with the event code) |
 //! | `GET /api/languages` | `{"title":…,"languages":[{"code","name","floor","spoken"}]}` |
 //! | `GET /ws?lang=es&codec=opus\|pcm` | WebSocket: a `hello` JSON frame, then binary packets and caption JSON frames |
+//! | `GET /operator?token=…` | the operator console (needs `operator_token`) |
+//! | `GET /api/operator/status` | the console's status JSON (see [`Hub::operator_json`]) |
+//! | `POST /api/operator/mute?lang=es&on=true\|false` | mute (unmute) a language for its listeners |
+//! | `POST /api/operator/floor?lang=es&on=true\|false` | switch a language to the floor (and back) |
+//! | `POST /api/operator/announce?text=…` | a typed announcement, spoken and captioned on every translated route |
+//! | `/operator`, `/api/operator/*` without `operator_token` configured | 404 |
+//! | `/operator`, `/api/operator/*` without the token (`?token=` or `Authorization: Bearer`) or with a wrong one | 401, nothing else |
 //! | anything else (other paths, `..`, encoded paths) | 404, nothing served |
-//! | another method than GET/HEAD | 405 |
+//! | another method than GET/HEAD (POST on `/api/operator/*`) | 405 |
 //! | with `event_code`: `/api/languages` or `/ws` without `code=` matching | 401 |
 //! | over `max_listeners` WebSocket listeners | 503 |
 //! | over `max_listeners` + [`EXTRA_CONNECTIONS`] connections open | closed at once, unanswered |
@@ -61,6 +68,8 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest message a listener may send (it sends only small pings).
 const MAX_CLIENT_MESSAGE: usize = 4 << 10;
+/// Longest announcement (characters).
+pub const MAX_ANNOUNCEMENT: usize = 500;
 /// Connections beyond `max_listeners` that may be open at once (page loads, requests still
 /// being read). Past that a new connection is closed at once, unanswered: a flood of idle
 /// connections costs the listeners already connected nothing, and new page loads wait at
@@ -91,6 +100,8 @@ pub struct ListenServer {
     tls: bool,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
+    /// The Icecast publishers (`listen.icecast_url`), one per language.
+    icecast: Vec<JoinHandle<()>>,
 }
 
 impl ListenServer {
@@ -125,8 +136,12 @@ impl ListenServer {
         });
         let (stop, stop_rx) = watch::channel(false);
         let tls = acceptor.is_some();
+        let icecast = match &settings.icecast {
+            Some(ice) => super::icecast::spawn(ice, &settings.title, &state.hub, stop_rx.clone()),
+            None => vec![],
+        };
         let task = tokio::spawn(accept_loop(listener, acceptor, state, stop_rx));
-        Ok(ListenServer { addr, tls, stop, task: Some(task) })
+        Ok(ListenServer { addr, tls, stop, task: Some(task), icecast })
     }
 
     /// The address it listens on.
@@ -146,6 +161,9 @@ impl ListenServer {
         let _ = self.stop.send(true);
         if let Some(t) = self.task.take() {
             let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+        }
+        for t in self.icecast.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
         }
     }
 }
@@ -270,7 +288,8 @@ async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, status: u16, content_typ
         body.len()
     );
     if status == 405 {
-        out.push_str("allow: GET, HEAD\r\n");
+        // The operator's controls take POST only; everything else GET and HEAD.
+        out.push_str(if body.starts_with(b"only POST") { "allow: POST\r\n" } else { "allow: GET, HEAD\r\n" });
     }
     out.push_str("connection: close\r\n\r\n");
     let mut bytes = out.into_bytes();
@@ -289,6 +308,10 @@ async fn text<S: AsyncWrite + Unpin>(stream: &mut S, status: u16, message: &str,
     respond(stream, status, "text/plain; charset=utf-8", format!("{message}\n").as_bytes(), head_only).await;
 }
 
+async fn text_answer<S: AsyncWrite + Unpin>(stream: &mut S, status: u16, message: &str) {
+    text(stream, status, message, false).await;
+}
+
 /// One connection: the request head, then a page, an asset, the language list or a listener.
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, state: &State, stop: watch::Receiver<bool>) {
     let head = match tokio::time::timeout(HEAD_TIMEOUT, http::read_head(&mut stream)).await {
@@ -299,12 +322,15 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, state: &State, 
     let req = &head.request;
     let method = req.method().as_str();
     let head_only = method == "HEAD";
-    if method != "GET" && !head_only {
-        return text(&mut stream, 405, "only GET and HEAD", false).await;
-    }
     let path = req.uri().path();
     let q = query(req.uri().query());
     let get = |k: &str| q.iter().find(|(qk, _)| qk == k).map(|(_, v)| v.as_str());
+    if path == "/operator" || path.starts_with("/api/operator/") {
+        return operator(&mut stream, state, req, path, &q).await;
+    }
+    if method != "GET" && !head_only {
+        return text(&mut stream, 405, "only GET and HEAD", false).await;
+    }
     let code_ok = state.settings.event_code.as_deref().is_none_or(|c| get("code") == Some(c));
     if let Some((content_type, body)) = assets::asset(path) {
         let body =
@@ -378,6 +404,85 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, state: &State, 
             state.listeners.fetch_sub(1, Relaxed);
         }
         _ => text(&mut stream, 404, "not found", head_only).await,
+    }
+}
+
+/// The operator console and its API: the token first (never logged; compared in constant
+/// time), then the page, the status or a control.
+async fn operator<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    state: &State,
+    req: &tokio_tungstenite::tungstenite::handshake::server::Request,
+    path: &str,
+    q: &[(String, String)],
+) {
+    let get = |k: &str| q.iter().find(|(qk, _)| qk == k).map(|(_, v)| v.as_str());
+    let method = req.method().as_str();
+    let head_only = method == "HEAD";
+    let Some(token) = &state.settings.operator_token else {
+        return text(stream, 404, "not found (no listen.operator_token configured)", head_only).await;
+    };
+    let bearer = req
+        .headers()
+        .get("authorization")
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim);
+    if !bearer.or(get("token")).is_some_and(|t| token.matches(t)) {
+        return text(stream, 401, "the operator console needs its token", head_only).await;
+    }
+    let control = path == "/api/operator/mute" || path == "/api/operator/floor" || path == "/api/operator/announce";
+    let allowed = if control { method == "POST" } else { method == "GET" || head_only };
+    if !allowed {
+        let m = if control { "only POST" } else { "only GET and HEAD" };
+        return text(stream, 405, m, false).await;
+    }
+    match path {
+        "/operator" => {
+            let page = assets::operator(&state.settings.title);
+            respond(stream, 200, "text/html; charset=utf-8", &page, head_only).await
+        }
+        "/api/operator/status" => {
+            let mut v = state.hub.operator_json();
+            v["title"] = json!(state.settings.title);
+            respond(stream, 200, "application/json", v.to_string().as_bytes(), head_only).await
+        }
+        "/api/operator/announce" => {
+            let text = get("text").unwrap_or("").trim();
+            let n = text.chars().count();
+            if n == 0 || n > MAX_ANNOUNCEMENT || text.chars().any(char::is_control) {
+                let msg = format!("text must be 1 to {MAX_ANNOUNCEMENT} characters on one line (got {n})");
+                return text_answer(stream, 400, &msg).await;
+            }
+            let routes = state.hub.announce(text);
+            respond(stream, 200, "application/json", json!({"routes": routes}).to_string().as_bytes(), false).await
+        }
+        _ if control => {
+            let lang = get("lang").unwrap_or("");
+            let on = match get("on") {
+                Some("true" | "1") => true,
+                Some("false" | "0") => false,
+                other => {
+                    let msg = format!("on must be true or false (got {})", other.unwrap_or("nothing"));
+                    return text(stream, 400, &msg, false).await;
+                }
+            };
+            let result = if path.ends_with("/mute") {
+                state.hub.set_muted(lang, on)
+            } else {
+                state.hub.set_floor_only(lang, on)
+            };
+            match result {
+                Ok(()) => {
+                    let ch = state.hub.channel(lang).map(|c| {
+                        json!({"language": c.code, "muted": c.muted.load(Relaxed), "floor_only": c.floor_only.load(Relaxed)})
+                    });
+                    respond(stream, 200, "application/json", json!(ch).to_string().as_bytes(), false).await
+                }
+                Err(e) => text(stream, if state.hub.channel(lang).is_some() { 400 } else { 404 }, &e, false).await,
+            }
+        }
+        _ => text(stream, 404, "not found", head_only).await,
     }
 }
 

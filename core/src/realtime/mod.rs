@@ -164,6 +164,11 @@ pub enum Input {
         /// Milliseconds of it actually played.
         played_ms: u64,
     },
+    /// Speak a typed announcement: a user text item (`conversation.item.create`, its id
+    /// starting with [`outgoing::ANNOUNCEMENT_ITEM`]) and a response to that item alone, marked
+    /// `metadata.tolk = "announcement"` (its start is [`Output::AnnouncementStarted`]); queued
+    /// like [`Input::RespondTo`]. The Translation API has no items: ignored there.
+    Announce(String),
     /// Send one text frame as is (tests and diagnostics).
     Raw(String),
     /// Close the session (the Translation API flushes pending output first).
@@ -288,6 +293,12 @@ pub enum Output {
     },
     /// A response began.
     ResponseStarted {
+        /// The response.
+        response_id: String,
+    },
+    /// The response to an [`Input::Announce`] began (its audio and text follow like any
+    /// response's).
+    AnnouncementStarted {
         /// The response.
         response_id: String,
     },

@@ -189,13 +189,31 @@ pub fn truncate(item_id: &str, audio_end_ms: u64, event_id: &str) -> String {
 pub fn response_create(event_id: &str, item: Option<&str>) -> String {
     match item {
         None => json!({"type": "response.create", "event_id": event_id}).to_string(),
-        Some(id) => json!({
-            "type": "response.create",
-            "event_id": event_id,
-            "response": {"input": [{"type": "item_reference", "id": id}]},
-        })
-        .to_string(),
+        Some(id) => {
+            let mut v = json!({
+                "type": "response.create",
+                "event_id": event_id,
+                "response": {"input": [{"type": "item_reference", "id": id}]},
+            });
+            if id.starts_with(ANNOUNCEMENT_ITEM) {
+                v["response"]["metadata"] = json!({"tolk": "announcement"});
+            }
+            v.to_string()
+        }
     }
+}
+
+/// How the ids of announcement items begin (client-chosen ids, at most 32 characters).
+pub const ANNOUNCEMENT_ITEM: &str = "tolkann_";
+
+/// `conversation.item.create` of a user text message with id `item_id` (an announcement).
+pub fn text_item(item_id: &str, text: &str, event_id: &str) -> String {
+    json!({
+        "type": "conversation.item.create",
+        "event_id": event_id,
+        "item": {"id": item_id, "type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]},
+    })
+    .to_string()
 }
 
 /// `response.cancel` of one response.

@@ -130,6 +130,8 @@ struct Session<S, R> {
     out_segment: Option<Segment>,
     in_segment: Option<Segment>,
     segments: u64,
+    /// Announcements sent (their items' ids are numbered by it).
+    announcements: u64,
     expired: bool,
     fatal: Option<String>,
     closing: Option<Instant>,
@@ -174,6 +176,7 @@ where
         out_segment: None,
         in_segment: None,
         segments: 0,
+        announcements: 0,
         expired: false,
         fatal: None,
         closing: None,
@@ -517,6 +520,15 @@ where
             Input::Clear => Some(outgoing::bare("input_audio_buffer.clear", &self.id())),
             Input::CreateResponse => self.request_response(None),
             Input::RespondTo(item) => self.request_response(Some(item)),
+            Input::Announce(text) => {
+                self.announcements += 1;
+                let item = format!("{}{}", outgoing::ANNOUNCEMENT_ITEM, self.announcements);
+                let id = self.id();
+                if let Err(r) = self.send(outgoing::text_item(&item, &text, &id)).await {
+                    return Flow::Stop(r);
+                }
+                self.request_response(Some(item))
+            }
             Input::Cancel => match self.active_response.clone() {
                 Some(r) => {
                     self.cancelled.insert(r.clone());
@@ -640,7 +652,13 @@ where
             ServerEvent::ResponseCreated(r) => {
                 let id = r.response_id().to_string();
                 self.active_response = Some(id.clone());
-                self.emit(Output::ResponseStarted { response_id: id }).await
+                let announcement =
+                    r.response.pointer("/metadata/tolk").and_then(serde_json::Value::as_str) == Some("announcement");
+                if announcement {
+                    self.emit(Output::AnnouncementStarted { response_id: id }).await
+                } else {
+                    self.emit(Output::ResponseStarted { response_id: id }).await
+                }
             }
             ServerEvent::AudioDelta(d) => {
                 if self.cancelled.contains(&d.response_id) {
@@ -1093,6 +1111,33 @@ mod tests {
         input.send(Input::UpdateInstructions("Be brief.".into())).await.unwrap();
         let upd = server.recv().await;
         assert_eq!(upd["session"], json!({"instructions": "Be brief."}));
+    }
+
+    #[tokio::test]
+    async fn an_announcement_is_a_text_item_and_a_response_to_it_marked_as_such() {
+        let (mut h, mut server) = open(spec(Protocol::Ga, Mode::Interpret)).await;
+        h.input().send(Input::Announce("Lunch is served in hall B.".into())).await.unwrap();
+        let item = server.recv().await;
+        assert_eq!(item["type"], "conversation.item.create");
+        assert_eq!(
+            item["item"],
+            json!({"id": "tolkann_1", "type": "message", "role": "user",
+                "content": [{"type": "input_text", "text": "Lunch is served in hall B."}]})
+        );
+        let create = server.recv().await;
+        assert_eq!(create["type"], "response.create");
+        assert_eq!(create["response"]["input"], json!([{"type": "item_reference", "id": "tolkann_1"}]));
+        assert_eq!(create["response"]["metadata"], json!({"tolk": "announcement"}));
+        // Its start is told apart from an utterance's answer by the metadata echoed back.
+        server.send(json!({"type": "response.created", "event_id": "d",
+            "response": {"id": "r9", "status": "in_progress", "metadata": {"tolk": "announcement"}}}));
+        assert_eq!(next(&mut h).await, Output::AnnouncementStarted { response_id: "r9".into() });
+        server.send(json!({"type": "response.done", "event_id": "j", "response": {"id": "r9", "status": "completed", "output": []}}));
+        assert!(matches!(next(&mut h).await, Output::ResponseDone { .. }));
+        server.send(
+            json!({"type": "response.created", "event_id": "d", "response": {"id": "r10", "status": "in_progress"}}),
+        );
+        assert_eq!(next(&mut h).await, Output::ResponseStarted { response_id: "r10".into() });
     }
 
     #[tokio::test]

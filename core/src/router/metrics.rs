@@ -106,6 +106,86 @@ impl Reservoir {
     }
 }
 
+/// Window of a level meter (ms).
+pub const LEVEL_WINDOW_MS: u64 = 100;
+
+/// A level meter: the RMS level (dBFS) of the audio that passed it over the latest
+/// [`LEVEL_WINDOW_MS`], lock-free (a window's sum of squares and count in atomics, published
+/// as it closes). A meter nothing passed for 3 windows reads `None` (no audio).
+#[derive(Debug)]
+pub struct Level {
+    epoch: Instant,
+    /// Start of the open window (ms since `epoch`).
+    window_start: AtomicU64,
+    sum_sq: AtomicU64,
+    count: AtomicU64,
+    /// The latest closed window's level (f64 bits) and when it closed (ms since `epoch`).
+    last_db: AtomicU64,
+    last_at: AtomicU64,
+}
+
+impl Default for Level {
+    fn default() -> Level {
+        Level {
+            epoch: Instant::now(),
+            window_start: AtomicU64::new(0),
+            sum_sq: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+            last_db: AtomicU64::new(f64::NEG_INFINITY.to_bits()),
+            last_at: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Level {
+    /// Adds `samples` to the open window (closing it first when it is over).
+    pub fn record(&self, samples: &[i16]) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let start = self.window_start.load(Relaxed);
+        if now.saturating_sub(start) >= LEVEL_WINDOW_MS
+            && self.window_start.compare_exchange(start, now, Relaxed, Relaxed).is_ok()
+        {
+            let (sum, n) = (self.sum_sq.swap(0, Relaxed), self.count.swap(0, Relaxed));
+            if n > 0 {
+                self.last_db.store(dbfs(sum, n).to_bits(), Relaxed);
+                self.last_at.store(now.max(1), Relaxed);
+            }
+        }
+        let sum: u64 = samples.iter().map(|&s| (i64::from(s) * i64::from(s)) as u64).sum();
+        self.sum_sq.fetch_add(sum, Relaxed);
+        self.count.fetch_add(samples.len() as u64, Relaxed);
+    }
+
+    /// The level now: the latest window's dBFS (`-inf` for digital silence); `None` when no
+    /// audio passed for 3 windows.
+    pub fn dbfs(&self) -> Option<f64> {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let (start, n) = (self.window_start.load(Relaxed), self.count.load(Relaxed));
+        if n > 0 && now.saturating_sub(start) >= LEVEL_WINDOW_MS {
+            // The open window is over but nothing closed it yet: it is the latest (unless it
+            // is more than 3 windows old).
+            return (now - start <= 4 * LEVEL_WINDOW_MS).then(|| dbfs(self.sum_sq.load(Relaxed), n));
+        }
+        let at = self.last_at.load(Relaxed);
+        (at > 0 && now.saturating_sub(at) <= 3 * LEVEL_WINDOW_MS).then(|| f64::from_bits(self.last_db.load(Relaxed)))
+    }
+
+    /// [`Level::dbfs`] for JSON: a number rounded to 0.1 dB, `-120` for digital silence, null
+    /// for no audio.
+    pub fn json(&self) -> serde_json::Value {
+        match self.dbfs() {
+            Some(db) => json!((db.max(-120.0) * 10.0).round() / 10.0),
+            None => serde_json::Value::Null,
+        }
+    }
+}
+
+/// The RMS level of `n` samples whose squares sum to `sum`, in dBFS (full-scale sine: -3).
+fn dbfs(sum: u64, n: u64) -> f64 {
+    let ms = sum as f64 / n as f64 / (32768.0 * 32768.0);
+    if ms <= 0.0 { f64::NEG_INFINITY } else { 10.0 * ms.log10() }
+}
+
 /// Counters of one route.
 #[derive(Debug)]
 pub struct RouteStats {
@@ -163,6 +243,10 @@ pub struct RouteStats {
     pub ear_voice_ms: Mutex<Reservoir>,
     /// System-added latency samples (ms): time tolk holds a chunk on one leg.
     pub system_ms: Mutex<Reservoir>,
+    /// Level of the route's input (its source's audio, after conversion).
+    pub level_in: Level,
+    /// Level of the route's output (as it is delivered towards the sinks and listeners).
+    pub level_out: Level,
 }
 
 impl RouteStats {
@@ -196,6 +280,8 @@ impl RouteStats {
             lag_ms: AtomicU64::new(0),
             ear_voice_ms: Mutex::default(),
             system_ms: Mutex::default(),
+            level_in: Level::default(),
+            level_out: Level::default(),
         }
     }
 
@@ -283,6 +369,8 @@ impl RouteStats {
             "cost_usd": self.cost_usd(),
             "ear_voice_ms": {"p50": q(&self.ear_voice_ms, 0.5), "p99": q(&self.ear_voice_ms, 0.99)},
             "system_ms": {"p50": q(&self.system_ms, 0.5), "p99": q(&self.system_ms, 0.99)},
+            "level_in_dbfs": self.level_in.json(),
+            "level_out_dbfs": self.level_out.json(),
         })
     }
 }
@@ -561,6 +649,20 @@ impl RunStats {
             "gauge",
             per_route(&|r| r.lag_ms.load(Relaxed) as f64 / 1e3),
         );
+        // NaN while no audio passes (Prometheus' "no value" for a gauge); -120 for digital silence.
+        let level = |l: &Level| l.dbfs().map_or(f64::NAN, |db| db.max(-120.0));
+        metric(
+            "tolk_route_level_in_dbfs",
+            "RMS level of the route's input over the last 100 ms (dBFS).",
+            "gauge",
+            per_route(&|r| level(&r.level_in)),
+        );
+        metric(
+            "tolk_route_level_out_dbfs",
+            "RMS level of the route's output over the last 100 ms, as delivered (dBFS).",
+            "gauge",
+            per_route(&|r| level(&r.level_out)),
+        );
         metric(
             "tolk_route_reconnects_total",
             "Reconnects after a dropped socket.",
@@ -719,6 +821,28 @@ pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_level_meter_reads_the_rms_of_the_last_window_and_nothing_when_no_audio_passes() {
+        let meter = Level::default();
+        assert_eq!(meter.dbfs(), None, "nothing passed yet");
+        // A sine of amplitude 0.5: RMS 0.5/√2, i.e. -9.03 dBFS.
+        let sine: Vec<i16> = (0..2400)
+            .map(|i| (16384.0 * (i as f64 * 2.0 * std::f64::consts::PI * 440.0 / 24_000.0).sin()) as i16)
+            .collect();
+        meter.record(&sine);
+        std::thread::sleep(Duration::from_millis(LEVEL_WINDOW_MS + 10));
+        let db = meter.dbfs().unwrap();
+        assert!((db + 9.03).abs() < 0.1, "{db}");
+        // The next window is silence: it closes the sine's, then reads -inf (JSON -120).
+        meter.record(&[0; 480]);
+        assert!((meter.dbfs().unwrap() + 9.03).abs() < 0.1, "the closed window is the sine's");
+        std::thread::sleep(Duration::from_millis(LEVEL_WINDOW_MS + 10));
+        assert_eq!(meter.json(), serde_json::json!(-120.0));
+        // Nothing for 3 windows: no level at all.
+        std::thread::sleep(Duration::from_millis(4 * LEVEL_WINDOW_MS));
+        assert_eq!(meter.dbfs(), None);
+    }
 
     #[test]
     fn reservoir_quantiles() {

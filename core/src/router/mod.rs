@@ -201,6 +201,7 @@ impl Shared {
             return;
         }
         self.route_stats[r].frames_out.fetch_add(chunk.samples.len() as u64, Relaxed);
+        self.route_stats[r].level_out.record(&chunk.samples);
         if let Some(hub) = &self.listen {
             hub.audio(r, chunk);
         }
@@ -412,6 +413,9 @@ pub fn run(
         source_buffer_ms: settings.source_buffer_ms,
         budget_usd: settings.budget_usd,
     });
+    if let Some(hub) = &options.listen {
+        hub.attach(Arc::clone(&stats));
+    }
     let shared = Arc::new(Shared {
         registry,
         route_stopped: plan.routes.iter().map(|_| AtomicBool::new(false)).collect(),

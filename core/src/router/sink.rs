@@ -18,12 +18,13 @@
 //! keeps a live run's files at most a second behind; the stream bound keeps a run processed
 //! faster than real time consistent across sinks, so after a `kill -9` its captions end about
 //! where its recording ends. Between flushes the plugins buffer (a write per block would cost
-//! a system call per block per sink).
+//! a system call per block per sink); so a flush that fails (a full disk) loses what the plugin
+//! took since its last good flush, and that is counted as lost to each route it came from.
 //!
 //! [`SinkStats::set_busy`]: super::metrics::SinkStats::set_busy
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     sync::{Arc, atomic::Ordering::Relaxed},
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -31,7 +32,11 @@ use std::{
 
 use tolk_plugin_api::{AudioBlock, AudioFormat, AudioRole, PluginError, PluginKind, Samples, TextEvent, TextRole};
 
-use super::{Control, MAX_RESTARTS, RATE, Shared, restart_delay, sink_lane::SinkItem, what};
+use super::{
+    Control, MAX_RESTARTS, RATE, Shared, restart_delay,
+    sink_lane::{RouteDrops, SinkItem},
+    what,
+};
 use crate::{audio::Converter, config::FailurePolicy, plugin_host::SinkInstance, shutdown::Level};
 
 /// Most wall time a sink keeps written data unflushed.
@@ -160,6 +165,14 @@ impl SinkThread {
         }
         let lane = Arc::clone(&self.shared.sink_lanes[self.idx]);
         let mut clock = FlushClock::new();
+        // Per route: what the plugin took since its last good flush. A flush that fails loses
+        // it (the plugin could not write it out), and it is counted so.
+        let mut unflushed: BTreeMap<usize, RouteDrops> = BTreeMap::new();
+        let lose_unflushed = |unflushed: &mut BTreeMap<usize, RouteDrops>| {
+            for (route, drops) in std::mem::take(unflushed) {
+                lane.lost_in_sink(route, drops);
+            }
+        };
         while !self.pending.is_empty() {
             if self.shared.shutdown.level() >= Level::Now {
                 // What is still queued is not delivered: counted as lost, per route.
@@ -168,13 +181,17 @@ impl SinkThread {
             }
             if let Some(item) = lane.pop(clock.wait()) {
                 match self.busy(|t| t.handle(&mut instance, &item)) {
-                    Ok(Some((key, stream_ms))) => clock.wrote(key, stream_ms),
+                    Ok(Some((key, stream_ms))) => {
+                        clock.wrote(key, stream_ms);
+                        unflushed.entry(item.route()).or_default().add(&item);
+                    }
                     Ok(None) => {}
                     Err(e) => match self.recover(instance, e, Some(&item)) {
                         // A restarted instance has nothing of ours buffered.
                         Some(i) => {
                             instance = i;
                             clock.flushed();
+                            unflushed.clear();
                         }
                         None => return false,
                     },
@@ -182,7 +199,12 @@ impl SinkThread {
             }
             if clock.due() {
                 clock.flushed();
-                if let Err(e) = self.busy(|_| instance.flush()) {
+                let flushed = self.busy(|_| instance.flush());
+                if flushed.is_ok() {
+                    unflushed.clear();
+                }
+                if let Err(e) = flushed {
+                    lose_unflushed(&mut unflushed);
                     match self.recover(instance, e, None) {
                         Some(i) => instance = i,
                         None => return false,
@@ -192,6 +214,9 @@ impl SinkThread {
         }
         // A last write that fails (a full disk at the end) is a failure like any other.
         let flushed = self.busy(|_| instance.flush());
+        if flushed.is_err() {
+            lose_unflushed(&mut unflushed);
+        }
         let stopped = self.busy(|_| instance.stop());
         for (call, r) in [("flush", flushed), ("stop", stopped)] {
             if let Err(e) = r {

@@ -83,6 +83,15 @@ pub enum SinkItem {
     },
 }
 
+impl SinkItem {
+    /// The route the item comes from.
+    pub fn route(&self) -> usize {
+        match self {
+            SinkItem::Audio { route, .. } | SinkItem::Text { route, .. } | SinkItem::End { route } => *route,
+        }
+    }
+}
+
 /// What one route lost in one sink lane.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RouteDrops {
@@ -95,6 +104,16 @@ pub struct RouteDrops {
 }
 
 impl RouteDrops {
+    /// Counts `item` (audio, floor audio or text; an end mark is nothing).
+    pub fn add(&mut self, item: &SinkItem) {
+        match item {
+            SinkItem::Audio { chunk, floor: true, .. } => self.floor_frames += chunk.samples.len() as u64,
+            SinkItem::Audio { chunk, .. } => self.frames += chunk.samples.len() as u64,
+            SinkItem::Text { .. } => self.texts += 1,
+            SinkItem::End { .. } => {}
+        }
+    }
+
     /// True when nothing was lost.
     pub fn is_empty(&self) -> bool {
         *self == RouteDrops::default()
@@ -164,18 +183,8 @@ impl State {
 
     /// Counts `item` as lost to its route.
     fn route_lost(&mut self, item: &SinkItem) {
-        match item {
-            SinkItem::Audio { route, chunk, floor, .. } => {
-                let n = chunk.samples.len() as u64;
-                let d = self.by_route.entry(*route).or_default();
-                if *floor {
-                    d.floor_frames += n;
-                } else {
-                    d.frames += n;
-                }
-            }
-            SinkItem::Text { route, .. } => self.by_route.entry(*route).or_default().texts += 1,
-            SinkItem::End { .. } => {}
+        if !matches!(item, SinkItem::End { .. }) {
+            self.by_route.entry(item.route()).or_default().add(item);
         }
     }
 }
@@ -363,6 +372,16 @@ impl SinkLane {
     /// (Not a drop of the lane: its totals count what it dropped itself.)
     pub fn lost(&self, item: &SinkItem) {
         self.lock().route_lost(item);
+    }
+
+    /// Counts `drops` of route `route`, written to the sink but lost in it (a flush that
+    /// failed loses what the plugin held since the last one), as lost to the route.
+    pub fn lost_in_sink(&self, route: usize, drops: RouteDrops) {
+        let mut st = self.lock();
+        let d = st.by_route.entry(route).or_default();
+        d.frames += drops.frames;
+        d.floor_frames += drops.floor_frames;
+        d.texts += drops.texts;
     }
 
     /// What route `route` lost in this lane so far.

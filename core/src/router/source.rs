@@ -268,12 +268,17 @@ impl SourceThread {
         self.out_pos += n;
         self.frames.fetch_add(n, Relaxed);
         let lossless = self.shared.config.run.delivery == Delivery::Lossless;
+        if let Some(hub) = &self.shared.listen {
+            // The floor for the listeners whose language the operator switched to it.
+            hub.source_audio(self.idx, &chunk);
+        }
         for c in &self.consumers {
             let r = c.route();
             if self.shared.is_stopped(r) {
                 continue;
             }
             self.shared.route_stats[r].frames_in.fetch_add(n, Relaxed);
+            self.shared.route_stats[r].level_in.record(&chunk.samples);
             match c {
                 Consumer::Floor(r) => self.shared.deliver_audio(*r, &chunk),
                 Consumer::Session(r, tx) => {

@@ -11,7 +11,10 @@
 //!   `fingerprint(&out[marker_samples()..]) == fingerprint(&input)`). A Goertzel filter
 //!   ([`goertzel`]) finds the marker;
 //! - transcript: `[es] utterance 3: 1.52 s, fingerprint 3fa2c1` — target language, the
-//!   utterance's number in the session, its duration and [`fingerprint`] of its samples;
+//!   utterance's number in the session, its duration and [`fingerprint`] of its samples. For a
+//!   text item (an operator's announcement, `conversation.item.create` with `input_text`) it
+//!   says the text: `[es] utterance 4: 26 chars, fingerprint 1b2c3d: Lunch is served in hall B`,
+//!   and the audio is the marker then 50 ms of silence per character (at most 5 s);
 //! - input transcription: `[en] utterance 3: 1.52 s, fingerprint 3fa2c1`, with the language of
 //!   the session's transcription settings (`und` when none is set).
 //!
@@ -214,8 +217,9 @@ impl TestEngine {
     /// The transcript for a request.
     pub fn transcript(request: &EngineRequest<'_>) -> String {
         match request.text {
+            // It says the text (an announcement reaches every language's captions as typed).
             Some(t) => format!(
-                "[{}] utterance {}: {} chars, fingerprint {}",
+                "[{}] utterance {}: {} chars, fingerprint {}: {t}",
                 request.language,
                 request.utterance,
                 t.chars().count(),
@@ -329,6 +333,10 @@ mod tests {
         let r = EngineRequest { text: Some("hola"), audio: false, ..req(&[], "fr") };
         let text: Vec<Chunk> = TestEngine.respond(&r).collect();
         assert!(text.iter().all(|c| matches!(c, Chunk::Text(_))));
+        assert_eq!(
+            TestEngine::transcript(&r),
+            format!("[fr] utterance 3: 4 chars, fingerprint {}: hola", text_fingerprint("hola"))
+        );
         assert_eq!(fingerprint(&[1, 2, 3]), fingerprint(&[1, 2, 3]));
         assert_ne!(fingerprint(&[1, 2, 3]), fingerprint(&[1, 2, 4]));
         assert_eq!(fingerprint(&[]).len(), 6);

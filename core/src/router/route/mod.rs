@@ -184,6 +184,8 @@ struct RouteTask {
     speech_stalled_upto: u64,
     /// Responses cut short by a drop, to be asked for again (oldest first).
     redo: VecDeque<Redo>,
+    /// The operator's announcements (`[listen]` console), spoken on the live session.
+    announcements: Option<tokio::sync::broadcast::Receiver<Arc<str>>>,
 }
 
 impl RouteTask {
@@ -197,6 +199,7 @@ impl RouteTask {
         let plan = &shared.plan.routes[r];
         let floor_state = RouteTask::wants_floor(&shared, r);
         let source_language = shared.plan.input_language(&shared.config, r).to_string();
+        let announcements = shared.listen.as_ref().map(|h| h.announcements.subscribe());
         let relays = std::mem::take(&mut *shared.relay_inputs[r].lock().unwrap_or_else(|e| e.into_inner()));
         let vad_params = match &engine.engine.turn_detection {
             TurnDetection::ServerVad { threshold, prefix_padding_ms, silence_duration_ms, .. } => VadParams {
@@ -259,6 +262,7 @@ impl RouteTask {
             heard_ends: VecDeque::new(),
             speech_stalled_upto: 0,
             redo: VecDeque::new(),
+            announcements,
         }
     }
 
@@ -292,6 +296,8 @@ impl RouteTask {
             let room = self.over_budget
                 || !self.lossless
                 || self.unwritten() < self.settings().replay_buffer_ms.max(1000) * PER_MS / 2;
+            // Announcements are spoken by live Realtime sessions within the budget.
+            let speaks = !self.over_budget && !self.translation();
             tokio::select! {
                 msg = rx.recv(), if !self.input_ended && room => match msg {
                     Some(RouteIn::Audio(c)) => {
@@ -343,6 +349,16 @@ impl RouteTask {
                     }
                     self.write_pending();
                 }
+                a = next_announcement(&mut self.announcements) => match (a, self.live.as_mut()) {
+                    (Some(text), Some(live)) if speaks => {
+                        live.send(Input::Announce(text.to_string()))
+                    }
+                    (Some(_), _) => tracing::warn!(
+                        "route {}: an announcement was not spoken (no session open, over budget, or the Translation API)",
+                        self.stats.name
+                    ),
+                    (None, _) => {}
+                },
                 _ = tick.tick() => {
                     self.on_tick();
                     self.check_stall().await?;
@@ -356,6 +372,23 @@ impl RouteTask {
 async fn reserve(tx: Option<mpsc::Sender<Input>>) -> Option<mpsc::OwnedPermit<Input>> {
     match tx {
         Some(tx) => tx.reserve_owned().await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// The next announcement; `None` for one missed (too many at once); pending forever without a
+/// hub or once it is gone.
+async fn next_announcement(rx: &mut Option<tokio::sync::broadcast::Receiver<Arc<str>>>) -> Option<Arc<str>> {
+    use tokio::sync::broadcast::error::RecvError;
+    match rx {
+        Some(r) => match r.recv().await {
+            Ok(t) => Some(t),
+            Err(RecvError::Lagged(_)) => None,
+            Err(RecvError::Closed) => {
+                *rx = None;
+                None
+            }
+        },
         None => std::future::pending().await,
     }
 }

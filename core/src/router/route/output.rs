@@ -15,6 +15,9 @@ impl RouteTask {
     /// Handles one output of session `generation`; returns the close reason when it closed.
     pub(super) fn on_output(&mut self, generation: u64, out: Output, old: bool) -> Option<CloseReason> {
         tracing::trace!(route = %self.stats.name, generation, "{out:?}");
+        // The budget may have been crossed by the usage just counted (here or on another
+        // route): a response the service starts from now on is cancelled, not played.
+        self.budget_reached();
         let live = if old { self.old.iter_mut().find(|l| l.generation == generation)? } else { self.live.as_mut()? };
         live.heard = Instant::now();
         match out {
@@ -133,6 +136,21 @@ impl RouteTask {
                     ..Slot::new(generation, response_id, self.slots.cursor, 0, None)
                 });
             }
+            Output::AnnouncementStarted { response_id } => {
+                // An operator's announcement: it answers no input (nothing to confirm or replay,
+                // not asked for again after a drop) and plays after what is queued.
+                live.open_responses += 1;
+                if self.over_budget {
+                    live.send(Input::Cancel);
+                }
+                tracing::info!("route {}: announcement {response_id} started", self.stats.name);
+                self.slots.push(Slot {
+                    done: self.over_budget,
+                    first_audio: self.over_budget,
+                    ..Slot::new(generation, response_id, self.slots.cursor, 0, None)
+                });
+                self.advance();
+            }
             Output::ResponseStarted { response_id } => {
                 live.open_responses += 1;
                 let written_end = live.base + live.written;
@@ -228,7 +246,10 @@ impl RouteTask {
                         self.trim_confirmed();
                     }
                 }
-                self.stats.responses.fetch_add(1, Relaxed);
+                if status != "cancelled" {
+                    // A response cancelled (past the budget) answered nobody.
+                    self.stats.responses.fetch_add(1, Relaxed);
+                }
                 self.advance();
                 self.delete_old_turns(generation);
                 if old {
