@@ -16,24 +16,14 @@
 // "[es] utterance N"); the server-side close followed by a reconnect and playback again; and
 // with `AudioDecoder` deleted, the PCM fallback playing. Prints one JSON line of figures;
 // exits 1 with the reason on the first failed check.
-import { chromium } from "playwright-core";
+import { check, launch, result, sleep, stats } from "./common.mjs";
 
 const [url, langsArg, play, other, screenshot, maxListenerS] = process.argv.slice(2);
 const expected = langsArg.split(",");
 const lifetimeMs = Number(maxListenerS) * 1000;
 const SILENCE_RMS = 0.003;
-const result = {};
 
-function check(ok, what) {
-  if (!ok) {
-    console.error(`FAILED: ${what}`);
-    console.log(JSON.stringify(result));
-    process.exit(1);
-  }
-}
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const stats = (page) => page.evaluate(() => JSON.parse(JSON.stringify(window.tolkStats)));
 
 /// Waits `ms`, then returns the stats.
 async function watch(page, ms) {
@@ -51,19 +41,7 @@ async function waitFor(page, what, pred, ms) {
   }
 }
 
-const browser = await chromium.launch({
-  executablePath: "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
+const browser = await launch();
 try {
   // ---- Opus through WebCodecs ----
   const ctx = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2 });

@@ -17,22 +17,12 @@
 // a typed announcement reaches every language (each listener page gets a caption "[xx] …" that
 // carries the typed words: the local engine's response to the text item).
 // Prints one JSON line of figures; exits 1 with the reason on the first failed check.
-import { chromium } from "playwright-core";
+import { check, launch, result, sleep, stats } from "./common.mjs";
 
 const [url, token, mute, other, screenshot] = process.argv.slice(2);
 const SILENCE_RMS = 0.003;
-const result = {};
 
-function check(ok, what) {
-  if (!ok) {
-    console.error(`FAILED: ${what}`);
-    console.log(JSON.stringify(result));
-    process.exit(1);
-  }
-}
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const stats = (page) => page.evaluate(() => JSON.parse(JSON.stringify(window.tolkStats)));
 const op = (page) => page.evaluate(() => JSON.parse(JSON.stringify(window.tolkOperator)));
 
 async function waitFor(page, what, pred, ms, get = stats) {
@@ -66,11 +56,7 @@ async function listener(browser, lang) {
   return page;
 }
 
-const browser = await chromium.launch({
-  executablePath: "/usr/bin/chromium",
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launch();
 try {
   const ctx = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2 });
   const console_ = await ctx.newPage();

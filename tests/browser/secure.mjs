@@ -8,25 +8,10 @@
 // HTTP on such a name they do not) and that it plays LANG through wss:// once the certificate
 // is accepted (Playwright's ignoreHTTPSErrors stands in for the listener's "proceed anyway").
 // Prints one JSON line; exits 1 on the first failed check.
-import { chromium } from "playwright-core";
+import { check, launch, result } from "./common.mjs";
 
 const [port, lang] = process.argv.slice(2);
-const result = {};
-function check(ok, what) {
-  if (!ok) {
-    console.error(`FAILED: ${what}`);
-    console.log(JSON.stringify(result));
-    process.exit(1);
-  }
-}
-const browser = await chromium.launch({
-  executablePath: "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--host-resolver-rules=MAP tolk.test 127.0.0.1",
-  ],
-});
+const browser = await launch(["--host-resolver-rules=MAP tolk.test 127.0.0.1"]);
 try {
   const ctx = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 390, height: 844 } });
   const page = await ctx.newPage();

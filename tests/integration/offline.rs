@@ -256,18 +256,7 @@ async fn an_unsupported_pair_gets_an_error_naming_it_and_silence_or_noise_get_no
     .await;
     while recv(&mut ws).await["type"] != "session.updated" {}
     send(&mut ws, json!({"type": "input_audio_buffer.append", "audio": b64(&vec![0i16; 48_000])})).await;
-    send(&mut ws, json!({"type": "input_audio_buffer.commit"})).await;
-    send(&mut ws, json!({"type": "response.create"})).await;
-    let mut transcription = None;
-    let done = loop {
-        let v = recv(&mut ws).await;
-        if v["type"] == "conversation.item.input_audio_transcription.completed" {
-            transcription = Some(v["transcript"].as_str().unwrap().to_string());
-        }
-        if v["type"] == "response.done" {
-            break v;
-        }
-    };
+    let (transcription, done) = commit_and_answer(&mut ws).await;
     assert_eq!(transcription.as_deref(), Some(""));
     assert_eq!(done["response"]["output"][0]["content"][0]["transcript"], "", "{done}");
 
@@ -284,18 +273,7 @@ async fn an_unsupported_pair_gets_an_error_naming_it_and_silence_or_noise_get_no
     for c in noise.chunks(24_000) {
         send(&mut ws, json!({"type": "input_audio_buffer.append", "audio": b64(c)})).await;
     }
-    send(&mut ws, json!({"type": "input_audio_buffer.commit"})).await;
-    send(&mut ws, json!({"type": "response.create"})).await;
-    let mut transcription = None;
-    let done = loop {
-        let v = recv(&mut ws).await;
-        if v["type"] == "conversation.item.input_audio_transcription.completed" {
-            transcription = Some(v["transcript"].as_str().unwrap().to_string());
-        }
-        if v["type"] == "response.done" {
-            break v;
-        }
-    };
+    let (transcription, done) = commit_and_answer(&mut ws).await;
     assert_eq!(transcription.as_deref(), Some(""), "no text invented from noise");
     assert_eq!(done["response"]["output"][0]["content"][0]["transcript"], "", "{done}");
 }
@@ -352,4 +330,21 @@ jsonl = "out/{{lang}}.jsonl"
         "{}",
         out.stderr
     );
+}
+
+/// Commits the input buffer and asks for a response; returns the input transcription (if one
+/// came) and the `response.done` event.
+async fn commit_and_answer(ws: &mut Ws) -> (Option<String>, Value) {
+    send(ws, json!({"type": "input_audio_buffer.commit"})).await;
+    send(ws, json!({"type": "response.create"})).await;
+    let mut transcription = None;
+    loop {
+        let v = recv(ws).await;
+        if v["type"] == "conversation.item.input_audio_transcription.completed" {
+            transcription = Some(v["transcript"].as_str().unwrap().to_string());
+        }
+        if v["type"] == "response.done" {
+            return (transcription, v);
+        }
+    }
 }
