@@ -14,10 +14,9 @@
 //! flush, or once one of its streams (a route's output: audio offsets and caption times, on the
 //! run's clock; or a route's source transcripts, which run ahead of its output and so are
 //! measured apart) has moved [`FLUSH_STREAM_MS`] past the point of that flush, whichever comes
-//! first. The wall bound
-//! keeps a live run's files at most a second behind; the stream bound keeps a run processed
-//! faster than real time consistent across sinks, so after a `kill -9` its captions end about
-//! where its recording ends. Between flushes the plugins buffer (a write per block would cost
+//! first. The wall bound keeps a live run's files at most a second behind; the stream bound
+//! keeps a run processed faster than real time consistent across sinks, so after a `kill -9`
+//! its captions end about where its recording ends. Between flushes the plugins buffer (a write per block would cost
 //! a system call per block per sink); so a flush that fails (a full disk) loses what the plugin
 //! took since its last good flush, and that is counted as lost to each route it came from.
 //!
