@@ -153,7 +153,7 @@ impl Drop for Listening {
     }
 }
 
-/// One raw HTTP request; returns (status, body).
+/// One raw HTTP request; returns (status, body), status 0 when nothing was answered.
 fn http(addr: &str, request_line: &str) -> (u16, String) {
     http_with(addr, request_line, "")
 }
@@ -162,7 +162,10 @@ fn http(addr: &str, request_line: &str) -> (u16, String) {
 fn http_with(addr: &str, request_line: &str, headers: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "{request_line}\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n").unwrap();
+    if write!(s, "{request_line}\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n").is_err() {
+        // Closed before the request went out (a TLS port given plain HTTP may do that): no answer.
+        return (0, String::new());
+    }
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     let text = String::from_utf8_lossy(&out).into_owned();
