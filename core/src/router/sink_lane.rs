@@ -22,7 +22,7 @@
 
 use std::{
     collections::{BTreeMap, VecDeque},
-    sync::{Condvar, Mutex},
+    sync::{Condvar, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
@@ -214,23 +214,12 @@ impl SinkLane {
         match &item {
             SinkItem::Audio { chunk, .. } => {
                 let n = chunk.samples.len();
+                let full = |st: &State| st.audio_frames + n > self.capacity_frames && st.audio_frames > 0;
                 if let Some(wait) = wait
                     && !st.stalled
-                    && st.audio_frames + n > self.capacity_frames
-                    && st.audio_frames > 0
+                    && full(&st)
                 {
-                    let deadline = Instant::now() + wait;
-                    while st.audio_frames + n > self.capacity_frames && st.audio_frames > 0 && !st.closed {
-                        let now = Instant::now();
-                        if now >= deadline {
-                            st.stalled = true;
-                            st.stalls += 1;
-                            break;
-                        }
-                        st.waiting_writers += 1;
-                        st = self.changed.wait_timeout(st, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
-                        st.waiting_writers -= 1;
-                    }
+                    st = self.wait_while(st, wait, false, full);
                     if st.closed {
                         st.drop_item(&item);
                         return;
@@ -242,23 +231,12 @@ impl SinkLane {
                 let ahead = (self.capacity_frames / (RATE as usize / 1000)) as u64;
                 let key = (*route, text.role == TextRole::Source);
                 let behind = |st: &State| text.end_ms > st.taken_ms.get(&key).copied().unwrap_or(0) + ahead;
+                let full = |st: &State| behind(st) && !st.queue.is_empty();
                 if let Some(wait) = wait
                     && !st.stalled
-                    && behind(&st)
-                    && !st.queue.is_empty()
+                    && full(&st)
                 {
-                    let deadline = Instant::now() + wait;
-                    while behind(&st) && !st.queue.is_empty() && !st.closed {
-                        let now = Instant::now();
-                        if now >= deadline {
-                            st.stalled = true;
-                            st.stalls += 1;
-                            break;
-                        }
-                        st.text_writers += 1;
-                        st = self.changed.wait_timeout(st, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
-                        st.text_writers -= 1;
-                    }
+                    st = self.wait_while(st, wait, true, full);
                     if st.closed {
                         st.drop_item(&item);
                         return;
@@ -273,6 +251,34 @@ impl SinkLane {
         if st.waiting_readers > 0 {
             self.changed.notify_all();
         }
+    }
+
+    /// Lossless delivery: waits up to `wait` while `full` holds (and the lane is open), counted
+    /// among the waiting audio or `text` writers; a sink that does not make room in time is
+    /// declared stalled.
+    fn wait_while<'a>(
+        &self,
+        mut st: MutexGuard<'a, State>,
+        wait: Duration,
+        text: bool,
+        full: impl Fn(&State) -> bool,
+    ) -> MutexGuard<'a, State> {
+        fn writers(st: &mut State, text: bool) -> &mut usize {
+            if text { &mut st.text_writers } else { &mut st.waiting_writers }
+        }
+        let deadline = Instant::now() + wait;
+        while full(&st) && !st.closed {
+            let now = Instant::now();
+            if now >= deadline {
+                st.stalled = true;
+                st.stalls += 1;
+                break;
+            }
+            *writers(&mut st, text) += 1;
+            st = self.changed.wait_timeout(st, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+            *writers(&mut st, text) -= 1;
+        }
+        st
     }
 
     /// Drops the oldest audio while over capacity (keeping the newest item), and the oldest
